@@ -1,0 +1,77 @@
+package amqp
+
+import (
+	"fmt"
+	"net/url"
+	"strings"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
+)
+
+// DefaultURL is Celery's default broker.
+const DefaultURL = "amqp://guest:guest@localhost:5672//"
+
+// ParseURL reads a broker URL as Celery/kombu write it and returns the URI
+// amqp091 dials. Differences from amqp091's own parser: "amqp://host//"
+// and "amqp://host/" both mean vhost "/" (kombu's default), the pyamqp and
+// librabbitmq schemes are aliases of amqp, and of a ";"-separated failover
+// list the first URL is used.
+func ParseURL(raw string) (amqp091.URI, error) {
+	if raw == "" {
+		raw = DefaultURL
+	}
+	if i := strings.IndexByte(raw, ';'); i >= 0 {
+		raw = raw[:i]
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return amqp091.URI{}, fmt.Errorf("amqp: broker URL: %w", redact(err, raw))
+	}
+	switch u.Scheme {
+	case "amqp", "pyamqp", "librabbitmq":
+		u.Scheme = "amqp"
+	case "amqps", "pyamqps":
+		u.Scheme = "amqps"
+	default:
+		return amqp091.URI{}, fmt.Errorf("amqp: broker URL scheme %q is not supported (want amqp:// or amqps://)", u.Scheme)
+	}
+	vhost := "/"
+	if p := u.Path; p != "" && p != "/" {
+		vhost, err = url.PathUnescape(strings.TrimPrefix(u.EscapedPath(), "/"))
+		if err != nil {
+			return amqp091.URI{}, fmt.Errorf("amqp: broker URL vhost: %w", err)
+		}
+	}
+	u.Path = ""
+	u.RawPath = ""
+	uri, err := amqp091.ParseURI(u.String())
+	if err != nil {
+		return amqp091.URI{}, fmt.Errorf("amqp: broker URL: %w", redact(err, raw))
+	}
+	uri.Vhost = vhost
+	return uri, nil
+}
+
+// Redacted returns the URL with its password hidden, for logs and errors.
+func Redacted(raw string) string {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return raw
+	}
+	at := strings.LastIndexByte(rest, '@')
+	if at < 0 {
+		return raw
+	}
+	user, _, hasPass := strings.Cut(rest[:at], ":")
+	if !hasPass {
+		return raw
+	}
+	return scheme + "://" + user + ":xxxxx@" + rest[at+1:]
+}
+
+func redact(err error, raw string) error {
+	if red := Redacted(raw); red != raw {
+		return fmt.Errorf("%s", strings.ReplaceAll(err.Error(), raw, red))
+	}
+	return err
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs every test the project has: go vet, go test -race, a bounded fuzz run
+# of the decoders, and the Python interop suite against real RabbitMQ, Redis
+# and Python Celery 5.7. Services and the virtualenv are brought up first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/services.sh
+bash scripts/venv.sh >/dev/null
+
+echo "== go vet"
+go vet ./...
+echo "== go test -race"
+go test -race -count=1 ./...
+echo "== fuzz (bounded)"
+go test -run '^$' -fuzz '^FuzzDecode$' -fuzztime "${FUZZTIME:-20s}" ./protocol
+go test -run '^$' -fuzz '^FuzzDecodeJSON$' -fuzztime "${FUZZTIME:-10s}" ./protocol
+go test -run '^$' -fuzz '^FuzzDecodeMsgpack$' -fuzztime "${FUZZTIME:-10s}" ./protocol
+echo "== interop (Python Celery against gocelery and the Python worker)"
+mkdir -p .build
+go build -o .build/gocelery ./cmd/gocelery
+GOCELERY_BIN="$PWD/.build/gocelery" .venv/bin/python -m pytest interop -p no:cacheprovider "$@"

@@ -1,0 +1,138 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/celeryworker/gocelery/amqp"
+	"github.com/celeryworker/gocelery/backends"
+	"github.com/celeryworker/gocelery/protocol"
+	"github.com/celeryworker/gocelery/tasks"
+)
+
+// job is one decoded task message on its way through the worker.
+type job struct {
+	conn  *amqp.Conn
+	d     amqp.Delivery
+	msg   *protocol.Message
+	task  *tasks.Task
+	log   zerolog.Logger
+	start time.Time
+}
+
+// handle takes one delivery from receipt to acknowledgement.
+func (w *Worker) handle(conn *amqp.Conn, d amqp.Delivery) {
+	msg, err := protocol.Decode(amqp.EnvelopeOf(&d), decodeOptions(&w.cfg))
+	if err != nil {
+		w.rejectUndecodable(d, err)
+		return
+	}
+	log := w.log.With().Str("task", msg.Name()).Str("id", msg.ID).Logger()
+	task, ok := w.reg.Lookup(msg.Task)
+	if !ok {
+		log.Error().Msgf("Received unregistered task of type '%s'. The message has been ignored and discarded.", msg.Task)
+		w.store(context.Background(), &log, w.failureResult(msg, d, backends.NotRegistered(msg.Task), nil))
+		w.nack(&log, d, false)
+		return
+	}
+	j := &job{conn: conn, d: d, msg: msg, task: task, log: log}
+	log.Info().Msgf("Task %s[%s] received", msg.Name(), msg.ID)
+
+	if w.expired(j) {
+		return
+	}
+	if msg.ETA != nil && time.Until(*msg.ETA) > 0 {
+		if !w.holdUntilETA(j) {
+			return
+		}
+		if w.expired(j) {
+			return
+		}
+	}
+	if err := w.limiter.Wait(w.quitCtx, msg.Task); err != nil {
+		w.nack(&log, d, true) // shutting down before it started: back to the queue
+		return
+	}
+	select {
+	case w.sem <- struct{}{}:
+	case <-w.quit:
+		w.nack(&log, d, true)
+		return
+	case <-conn.Done():
+		return // the broker has requeued it
+	}
+	defer func() { <-w.sem }()
+	if w.expired(j) {
+		return
+	}
+	w.run(j)
+}
+
+// holdUntilETA keeps the message unacknowledged in memory until its ETA,
+// raising the prefetch count by one meanwhile. It reports false when the
+// worker began shutting down first (the message was requeued).
+func (w *Worker) holdUntilETA(j *job) bool {
+	w.adjustPrefetch(j.conn, 1)
+	defer w.adjustPrefetch(j.conn, -1)
+	t := time.NewTimer(time.Until(*j.msg.ETA))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-w.quit:
+		w.nack(&j.log, j.d, true)
+		return false
+	case <-j.conn.Done():
+		return false // the broker has requeued it
+	}
+}
+
+// expired records REVOKED for a task past its expires time, acks it and
+// reports true.
+func (w *Worker) expired(j *job) bool {
+	if j.msg.Expires == nil || time.Now().Before(*j.msg.Expires) {
+		return false
+	}
+	j.log.Warn().Msgf("Discarding revoked task: %s[%s] (expired)", j.msg.Name(), j.msg.ID)
+	r := w.newResult(j.msg, j.d, backends.StatusRevoked)
+	r.Result = backends.TaskRevoked("expired").Value()
+	w.store(context.Background(), &j.log, r)
+	w.ack(&j.log, j.d)
+	return true
+}
+
+// rejectUndecodable logs why a delivery is not a task, records FAILURE
+// when its id was readable, and rejects it without requeue.
+func (w *Worker) rejectUndecodable(d amqp.Delivery, err error) {
+	var de *protocol.DecodeError
+	errors.As(err, &de)
+	log := w.log.With().Str("exchange", d.Exchange).Str("routing_key", d.RoutingKey).Logger()
+	if de != nil && de.TaskID != "" {
+		log = log.With().Str("task", de.TaskName).Str("id", de.TaskID).Logger()
+	}
+	log.Error().Err(err).Str("content_type", d.ContentType).Msg("Rejecting message that is not a valid task")
+	if de != nil && de.TaskID != "" {
+		exc := backends.ExceptionInfo{Type: "InvalidTaskError", Module: "celery.exceptions", Args: []any{err.Error()}}
+		if errors.Is(err, protocol.ErrNotAccepted) {
+			exc = backends.ExceptionInfo{Type: "ContentDisallowed", Module: "kombu.exceptions", Args: []any{err.Error()}}
+		}
+		msg := &protocol.Message{ID: de.TaskID, Task: de.TaskName}
+		w.store(context.Background(), &log, w.failureResult(msg, d, exc, nil))
+	}
+	w.nack(&log, d, false)
+}
+
+func (w *Worker) ack(log *zerolog.Logger, d amqp.Delivery) {
+	if err := d.Ack(false); err != nil {
+		log.Warn().Err(err).Msg("ack failed (the broker will redeliver the message)")
+	}
+}
+
+func (w *Worker) nack(log *zerolog.Logger, d amqp.Delivery, requeue bool) {
+	if err := d.Reject(requeue); err != nil {
+		log.Warn().Err(err).Bool("requeue", requeue).Msg("reject failed")
+	}
+}

@@ -1,0 +1,117 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/celeryworker/gocelery/amqp"
+	"github.com/celeryworker/gocelery/backends"
+	"github.com/celeryworker/gocelery/protocol"
+	"github.com/celeryworker/gocelery/tasks"
+)
+
+// retry republishes the task with the same id, retries+1 and an eta, as
+// Celery's Task.retry does. RETRY is stored before the new message is
+// published, so a fast retry's result can never be overwritten by a late
+// RETRY (Python Celery publishes first and has that race).
+func (w *Worker) retry(j *job, rerr *tasks.RetryError) {
+	m := j.msg
+	ctx := context.Background()
+	maxRetries := j.task.Options.MaxRetries
+	if rerr.MaxRetries != nil {
+		maxRetries = *rerr.MaxRetries
+	}
+	if maxRetries >= 0 && m.Retries >= maxRetries {
+		var exc backends.ExceptionInfo
+		var tb string
+		if rerr.Exc != nil {
+			exc, tb = w.exceptionOf(outcome{err: rerr.Exc})
+		} else {
+			exc = backends.MaxRetriesExceeded(fmt.Sprintf("Can't retry %s[%s] args:%s kwargs:%s",
+				m.Task, m.ID, protocol.PyRepr(m.Args), protocol.PyRepr(m.Kwargs)))
+			tb = goTraceback(outcome{err: rerr})
+		}
+		j.log.Error().Msgf("Task %s[%s] raised unexpected: %s", m.Name(), m.ID, excRepr(exc))
+		w.fail(j, exc, &tb)
+		return
+	}
+
+	eta := time.Now()
+	switch {
+	case rerr.ETA != nil:
+		eta = *rerr.ETA
+	case rerr.Countdown != nil:
+		eta = eta.Add(*rerr.Countdown)
+	default:
+		eta = eta.Add(j.task.Options.DefaultRetryDelay)
+	}
+	next := *m
+	next.Retries = m.Retries + 1
+	next.ETA = &eta
+	next.ParentID = m.ID
+	if next.RootID == "" {
+		next.RootID = m.ID
+	}
+	next.Origin = w.origin
+	next.ArgsRepr, next.KwargsRepr = m.ArgsRepr, m.KwargsRepr
+	next.Headers = withoutXDeath(m.Headers)
+
+	r := w.newResult(m, j.d, backends.StatusRetry)
+	if rerr.Exc != nil {
+		exc, tb := w.exceptionOf(outcome{err: rerr.Exc})
+		r.Result = exc.Value()
+		r.Traceback = &tb
+	}
+	r.Children = []any{[]any{[]any{m.ID, nil}, nil}}
+	w.store(ctx, &j.log, r)
+
+	exchange, key := j.d.Exchange, j.d.RoutingKey
+	if err := w.publish(ctx, j.conn, exchange, key, &next, m.ContentType); err != nil {
+		// The retry could not be sent: record the failure rather than lose
+		// the task silently.
+		j.log.Error().Err(err).Msgf("Task %s[%s] retry could not be published", m.Name(), m.ID)
+		exc := backends.ExceptionInfo{Type: "RuntimeError", Module: "builtins", Args: []any{"retry could not be published: " + err.Error()}}
+		w.store(ctx, &j.log, w.failureResult(m, j.d, exc, nil))
+		return
+	}
+	reason := "Retry"
+	if rerr.Exc != nil {
+		reason = rerr.Exc.Error()
+	}
+	j.log.Info().Msgf("Task %s[%s] retry: Retry in %.0fs: %s", m.Name(), m.ID, time.Until(eta).Seconds(), reason)
+}
+
+// publish encodes m with the serializer of contentType and publishes it
+// with confirms.
+func (w *Worker) publish(ctx context.Context, conn *amqp.Conn, exchange, key string, m *protocol.Message, contentType string) error {
+	serializer := protocol.SerializerName(contentType)
+	if serializer != "msgpack" {
+		serializer = "json"
+	}
+	env, err := protocol.Encode(m, protocol.EncodeOptions{Serializer: serializer})
+	if err != nil {
+		return err
+	}
+	pub, err := amqp.PublishingOf(env)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return conn.Publish(ctx, exchange, key, pub)
+}
+
+func withoutXDeath(h map[string]any) map[string]any {
+	if h == nil {
+		return nil
+	}
+	out := make(map[string]any, len(h))
+	for k, v := range h {
+		if !strings.HasPrefix(k, "x-death") {
+			out[k] = v
+		}
+	}
+	return out
+}

@@ -1,0 +1,242 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/celeryworker/gocelery/backends"
+	"github.com/celeryworker/gocelery/protocol"
+	"github.com/celeryworker/gocelery/tasks"
+)
+
+// outcome is how a task run ended.
+type outcome struct {
+	value     any
+	err       error
+	panicked  bool
+	stack     string
+	hardLimit time.Duration // > 0: the hard time limit fired
+}
+
+// run executes the task in its slot and records the result, acknowledging
+// before execution (Celery's default) or after the result is stored
+// (acks_late).
+func (w *Worker) run(j *job) {
+	w.running.Add(1)
+	defer w.running.Add(-1)
+	acksLate := j.task.Options.AcksLate
+	if !acksLate {
+		w.ack(&j.log, j.d)
+	}
+	req := w.request(j)
+	ignore := j.msg.IgnoreResult || j.task.Options.IgnoreResult
+	if (w.cfg.TrackStarted || j.task.Options.TrackStarted) && !ignore {
+		r := w.newResult(j.msg, j.d, backends.StatusStarted)
+		r.Result = map[string]any{"pid": int64(os.Getpid()), "hostname": w.nodeName}
+		w.store(context.Background(), &j.log, r)
+	}
+	j.start = time.Now()
+	out := w.execute(j, req)
+	w.record(j, out, ignore)
+	if acksLate {
+		w.ack(&j.log, j.d)
+	}
+	w.processed.Add(1)
+}
+
+func (w *Worker) request(j *job) *tasks.Request {
+	m := j.msg
+	req := &tasks.Request{
+		ID:         m.ID,
+		Name:       m.Task,
+		RootID:     m.RootID,
+		ParentID:   m.ParentID,
+		Group:      m.Group,
+		GroupIndex: m.GroupIndex,
+		Retries:    m.Retries,
+		Hostname:   w.nodeName,
+		DeliveryInfo: tasks.DeliveryInfo{
+			Exchange:    j.d.Exchange,
+			RoutingKey:  j.d.RoutingKey,
+			Redelivered: j.d.Redelivered,
+			Priority:    int(j.d.Priority),
+		},
+		ETA:     m.ETA,
+		Expires: m.Expires,
+		Args:    m.Args,
+		Kwargs:  m.Kwargs,
+		Task:    j.task,
+	}
+	if req.RootID == "" {
+		req.RootID = m.ID
+	}
+	ignore := m.IgnoreResult || j.task.Options.IgnoreResult
+	req.UpdateStateFunc = func(ctx context.Context, state string, meta any) error {
+		if ignore || w.backend == nil {
+			return nil
+		}
+		r := w.newResult(m, j.d, state)
+		r.Result = meta
+		return w.backend.Store(ctx, r)
+	}
+	return req
+}
+
+// limits picks the time limits: message header first, then the task's
+// options, then the worker's flags.
+func (w *Worker) limits(j *job) (hard, soft time.Duration) {
+	hard, soft = w.cfg.TimeLimit, w.cfg.SoftTimeLimit
+	if j.task.Options.TimeLimit > 0 {
+		hard = j.task.Options.TimeLimit
+	}
+	if j.task.Options.SoftTimeLimit > 0 {
+		soft = j.task.Options.SoftTimeLimit
+	}
+	if tl := j.msg.TimeLimit; tl.Hard > 0 {
+		hard = time.Duration(tl.Hard * float64(time.Second))
+	}
+	if tl := j.msg.TimeLimit; tl.Soft > 0 {
+		soft = time.Duration(tl.Soft * float64(time.Second))
+	}
+	return hard, soft
+}
+
+// execute calls the task under its own context: the soft limit cancels the
+// context with tasks.ErrSoftTimeLimitExceeded; at the hard limit the worker
+// stops waiting and counts the goroutine as abandoned.
+func (w *Worker) execute(j *job, req *tasks.Request) outcome {
+	ctx, cancel := context.WithCancelCause(tasks.WithRequest(context.Background(), req))
+	defer cancel(context.Canceled)
+	hard, soft := w.limits(j)
+	if soft > 0 {
+		t := time.AfterFunc(soft, func() { cancel(tasks.ErrSoftTimeLimitExceeded) })
+		defer t.Stop()
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		var out outcome
+		defer func() {
+			if p := recover(); p != nil {
+				out = outcome{panicked: true, err: fmt.Errorf("panic: %v", p), stack: string(debug.Stack())}
+			}
+			done <- out
+		}()
+		out.value, out.err = j.task.Handler.Call(ctx, j.msg.Args, j.msg.Kwargs)
+	}()
+	if hard <= 0 {
+		return <-done
+	}
+	t := time.NewTimer(hard)
+	defer t.Stop()
+	select {
+	case out := <-done:
+		return out
+	case <-t.C:
+		cancel(tasks.ErrTimeLimitExceeded)
+		w.abandoned.Add(1)
+		go func() { <-done; w.abandoned.Add(-1) }()
+		return outcome{hardLimit: hard}
+	}
+}
+
+// record stores the outcome and logs it as Celery does.
+func (w *Worker) record(j *job, out outcome, ignore bool) {
+	m := j.msg
+	runtime := time.Since(j.start).Seconds()
+	ctx := context.Background()
+	switch {
+	case out.hardLimit > 0:
+		j.log.Error().Msgf("Task %s[%s] Hard time limit (%gs) exceeded", m.Name(), m.ID, out.hardLimit.Seconds())
+		w.fail(j, backends.TimeLimitExceeded(out.hardLimit.Seconds()), nil)
+		return
+	case out.err == nil:
+		children := w.onSuccessCanvas(j, out.value)
+		if !ignore {
+			r := w.newResult(m, j.d, backends.StatusSuccess)
+			r.Result = out.value
+			if children != nil {
+				r.Children = children
+			}
+			w.store(ctx, &j.log, r)
+		}
+		j.log.Info().Float64("runtime", runtime).Msgf("Task %s[%s] succeeded in %.6fs: %s", m.Name(), m.ID, runtime, reprShort(out.value))
+		return
+	}
+	var retry *tasks.RetryError
+	if errors.As(out.err, &retry) && !out.panicked {
+		w.retry(j, retry)
+		return
+	}
+	if errors.Is(out.err, tasks.ErrTerminated) {
+		j.log.Warn().Msgf("Task %s[%s] terminated", m.Name(), m.ID)
+		r := w.newResult(m, j.d, backends.StatusRevoked)
+		r.Result = backends.TaskRevoked("terminated").Value()
+		w.store(ctx, &j.log, r)
+		return
+	}
+	exc, tb := w.exceptionOf(out)
+	j.log.Error().Float64("runtime", runtime).Str("exc_type", exc.Type).
+		Msgf("Task %s[%s] raised unexpected: %s", m.Name(), m.ID, excRepr(exc))
+	w.fail(j, exc, &tb)
+}
+
+// fail stores FAILURE for the task (even with ignore_result, as Celery
+// does) and runs the failure side of the canvas.
+func (w *Worker) fail(j *job, exc backends.ExceptionInfo, tb *string) {
+	r := w.failureResult(j.msg, j.d, exc, tb)
+	w.store(context.Background(), &j.log, r)
+	w.onFailureCanvas(j, r)
+}
+
+// exceptionOf maps a task's error to the Python exception Celery stores:
+// a tasks.PyError names its own; a soft time limit is
+// SoftTimeLimitExceeded; any other error or a panic is RuntimeError with the
+// Go message, the error chain or stack going into the traceback.
+func (w *Worker) exceptionOf(out outcome) (backends.ExceptionInfo, string) {
+	if errors.Is(out.err, tasks.ErrSoftTimeLimitExceeded) {
+		return backends.SoftTimeLimitExceeded(), goTraceback(out)
+	}
+	if pe, ok := tasks.AsPyError(out.err); ok && !out.panicked {
+		module := pe.Module
+		if module == "" {
+			module = "builtins"
+		}
+		return backends.ExceptionInfo{Type: pe.Type, Module: module, Args: pe.Args}, goTraceback(out)
+	}
+	return backends.ExceptionInfo{Type: "RuntimeError", Module: "builtins", Args: []any{out.err.Error()}}, goTraceback(out)
+}
+
+// goTraceback renders the Go side of a failure for the traceback field:
+// the error chain, and the stack of a panic.
+func goTraceback(out outcome) string {
+	var b strings.Builder
+	b.WriteString("Traceback (Go):\n")
+	for e := out.err; e != nil; e = errors.Unwrap(e) {
+		fmt.Fprintf(&b, "  %T: %s\n", e, e.Error())
+	}
+	if out.stack != "" {
+		b.WriteString(out.stack)
+	}
+	return b.String()
+}
+
+func excRepr(e backends.ExceptionInfo) string {
+	parts := make([]string, len(e.Args))
+	for i, a := range e.Args {
+		parts[i] = protocol.PyRepr(a)
+	}
+	return e.Type + "(" + strings.Join(parts, ", ") + ")"
+}
+
+func reprShort(v any) string {
+	s := protocol.PyRepr(v)
+	if len(s) > 256 {
+		s = s[:253] + "..."
+	}
+	return s
+}
