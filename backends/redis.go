@@ -1,0 +1,140 @@
+package backends
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// KeyPrefix is the prefix of task state keys.
+const KeyPrefix = "celery-task-meta-"
+
+// RedisParams configures a Redis result backend. Zero values are Celery's
+// defaults: redis://localhost:6379/0, results kept one day.
+type RedisParams struct {
+	URL string
+	// Expires is result_expires; 0 means one day, negative means never.
+	Expires time.Duration
+	// Extended writes name, args, kwargs, worker, retries and queue
+	// (result_extended).
+	Extended bool
+	// KeyPrefix is Celery's global_keyprefix transport option.
+	KeyPrefix string
+}
+
+// Redis is Celery's Redis result backend.
+type Redis struct {
+	client   *redis.Client
+	ttl      time.Duration
+	extended bool
+	prefix   string
+}
+
+// storeScript writes a document unless the stored one is SUCCESS (a
+// redelivered duplicate must not overwrite a success), and publishes it on
+// the channel named like the key. Python Celery does the read and the write
+// in two round trips; one script makes the check atomic.
+var storeScript = redis.NewScript(`
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local ok, doc = pcall(cjson.decode, cur)
+  if ok and type(doc) == 'table' and doc['status'] == 'SUCCESS' then
+    return 0
+  end
+end
+local ttl = tonumber(ARGV[2])
+if ttl > 0 then
+  redis.call('SETEX', KEYS[1], ttl, ARGV[1])
+else
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+redis.call('PUBLISH', KEYS[1], ARGV[1])
+return 1
+`)
+
+// NewRedis connects to the backend at p.URL (redis://, rediss://,
+// unix://, with Celery's /db suffix).
+func NewRedis(p RedisParams) (*Redis, error) {
+	url := p.URL
+	if url == "" {
+		url = "redis://localhost:6379/0"
+	}
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("backends: result backend URL %q: %w", redactURL(url), err)
+	}
+	ttl := p.Expires
+	if ttl == 0 {
+		ttl = 24 * time.Hour
+	}
+	prefix := p.KeyPrefix
+	if prefix != "" && !strings.ContainsAny(prefix[len(prefix)-1:], ":_-.") {
+		prefix += "_"
+	}
+	return &Redis{client: redis.NewClient(opts), ttl: ttl, extended: p.Extended, prefix: prefix}, nil
+}
+
+// Client is the underlying Redis client.
+func (r *Redis) Client() *redis.Client { return r.client }
+
+// Key is the state key of a task id.
+func (r *Redis) Key(taskID string) string { return r.prefix + KeyPrefix + taskID }
+
+// Ping checks the connection.
+func (r *Redis) Ping(ctx context.Context) error {
+	if err := r.client.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("backends: redis ping: %w", err)
+	}
+	return nil
+}
+
+// ErrTooLarge: the document is over Celery's 512 MB value limit.
+var ErrTooLarge = errors.New("backends: result is larger than 512 MB")
+
+// Store writes res, publishing it for waiting clients. A stored SUCCESS
+// is never overwritten.
+func (r *Redis) Store(ctx context.Context, res *Result) error {
+	doc, err := res.Encode(r.extended)
+	if err != nil {
+		return fmt.Errorf("backends: encode result of %s: %w", res.TaskID, err)
+	}
+	if len(doc) > 512*1024*1024 {
+		return ErrTooLarge
+	}
+	ttl := int64(r.ttl / time.Second)
+	if r.ttl < 0 {
+		ttl = 0
+	}
+	if err := storeScript.Run(ctx, r.client, []string{r.Key(res.TaskID)}, doc, ttl).Err(); err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("backends: store %s for %s: %w", res.Status, res.TaskID, err)
+	}
+	return nil
+}
+
+// Get reads a task's stored document (nil, nil when there is none).
+func (r *Redis) Get(ctx context.Context, taskID string) ([]byte, error) {
+	b, err := r.client.Get(ctx, r.Key(taskID)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("backends: get %s: %w", taskID, err)
+	}
+	return b, nil
+}
+
+// Close closes the connection pool.
+func (r *Redis) Close() error { return r.client.Close() }
+
+func redactURL(u string) string {
+	if at := strings.LastIndex(u, "@"); at >= 0 {
+		if scheme := strings.Index(u, "://"); scheme >= 0 && scheme < at {
+			return u[:scheme+3] + "***" + u[at:]
+		}
+	}
+	return u
+}

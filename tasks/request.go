@@ -1,0 +1,65 @@
+package tasks
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// DeliveryInfo is where the message came from (Python's
+// request.delivery_info).
+type DeliveryInfo struct {
+	Exchange    string
+	RoutingKey  string
+	Redelivered bool
+	Priority    int
+}
+
+// Request is the running task's context, Python's self.request.
+type Request struct {
+	ID       string
+	Name     string
+	RootID   string
+	ParentID string
+	Group    string
+	// GroupIndex is the position in the group, nil outside one.
+	GroupIndex *int
+	Retries    int
+	// Hostname is the worker's node name (go@host).
+	Hostname     string
+	DeliveryInfo DeliveryInfo
+	ETA          *time.Time
+	Expires      *time.Time
+	Args         []any
+	Kwargs       map[string]any
+	Task         *Task
+
+	// UpdateStateFunc stores a custom state; set by the worker.
+	UpdateStateFunc func(ctx context.Context, state string, meta any) error
+}
+
+type requestKey struct{}
+
+// WithRequest returns ctx carrying req.
+func WithRequest(ctx context.Context, req *Request) context.Context {
+	return context.WithValue(ctx, requestKey{}, req)
+}
+
+// RequestFromContext returns the request of the task running under ctx.
+func RequestFromContext(ctx context.Context) (*Request, bool) {
+	r, ok := ctx.Value(requestKey{}).(*Request)
+	return r, ok && r != nil
+}
+
+// ErrNoRequest: UpdateState was called outside a running task.
+var ErrNoRequest = errors.New("tasks: no task request in context")
+
+// UpdateState stores a custom state (e.g. "PROGRESS") with meta as the
+// result, as Python's self.update_state does.
+func UpdateState(ctx context.Context, state string, meta any) error {
+	req, ok := RequestFromContext(ctx)
+	if !ok || req.UpdateStateFunc == nil {
+		return ErrNoRequest
+	}
+	return req.UpdateStateFunc(ctx, state, meta)
+}
