@@ -232,7 +232,7 @@ func (w *Worker) serve(conn *amqp.Conn, deliveries <-chan amqp.Delivery) {
 		case <-w.quit:
 			if !cancelled {
 				cancelled = true
-				if err := conn.Cancel(w.nodeName, w.cfg.Queues); err != nil {
+				if err := conn.Cancel(w.nodeName, w.cfg.Queues); err != nil && !conn.IsClosed() {
 					w.log.Warn().Err(err).Msg("cancel consumers")
 				}
 			}

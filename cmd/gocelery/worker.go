@@ -197,6 +197,8 @@ func newLogger(w io.Writer, level, format string) (zerolog.Logger, error) {
 	if err != nil {
 		return zerolog.Logger{}, err
 	}
+	// Millisecond timestamps, as Celery's console format shows them.
+	zerolog.TimeFieldFormat = time.RFC3339Nano
 	switch format {
 	case "json":
 		return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
