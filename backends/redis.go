@@ -2,8 +2,10 @@ package backends
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	neturl "net/url"
 	"strings"
 	"time"
 
@@ -65,6 +67,11 @@ func NewRedis(p RedisParams) (*Redis, error) {
 	}
 	opts, err := redis.ParseURL(url)
 	if err != nil {
+		// net/url's parse errors quote the whole URL, password included.
+		var ue *neturl.Error
+		if errors.As(err, &ue) {
+			ue.URL = redactURL(ue.URL)
+		}
 		return nil, fmt.Errorf("backends: result backend URL %q: %w", redactURL(url), err)
 	}
 	ttl := p.Expires
@@ -125,6 +132,21 @@ func (r *Redis) Get(ctx context.Context, taskID string) ([]byte, error) {
 		return nil, fmt.Errorf("backends: get %s: %w", taskID, err)
 	}
 	return b, nil
+}
+
+// Status reads a task's stored state: PENDING when nothing is stored.
+func (r *Redis) Status(ctx context.Context, taskID string) (string, error) {
+	b, err := r.Get(ctx, taskID)
+	if err != nil || b == nil {
+		return StatusPending, err
+	}
+	var doc struct {
+		Status string `json:"status"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		return "", fmt.Errorf("backends: stored result of %s is not JSON: %w", taskID, err)
+	}
+	return doc.Status, nil
 }
 
 // Close closes the connection pool.

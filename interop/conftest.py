@@ -50,7 +50,7 @@ def wait_for(cond, timeout=20.0, interval=0.05, what="condition"):
 class Worker:
     """A worker process on its own queue."""
 
-    def __init__(self, kind, app, extra_args=(), concurrency=8):
+    def __init__(self, kind, app, extra_args=(), concurrency=8, env=None):
         self.kind = kind
         self.app = app
         tag = uuid.uuid4().hex[:8]
@@ -58,7 +58,7 @@ class Worker:
         self.node = f"{kind}-{tag}@{HOST}"
         os.makedirs(LOGDIR, exist_ok=True)
         self.logpath = os.path.join(LOGDIR, f"{self.queue}.log")
-        env = dict(os.environ, CELERY_BROKER_URL=BROKER, CELERY_RESULT_BACKEND=BACKEND)
+        env = dict(os.environ, CELERY_BROKER_URL=BROKER, CELERY_RESULT_BACKEND=BACKEND, **(env or {}))
         if kind == "go":
             binary = os.environ.get("GOCELERY_BIN") or os.path.join(ROOT, ".build", "gocelery")
             cmd = [binary, "worker", "-Q", self.queue, "-n", self.node, "-c", str(concurrency), "-l", "INFO"]
@@ -124,14 +124,20 @@ def start_worker(app):
     """Starts extra workers with their own flags; stopped after the test."""
     started = []
 
-    def start(kind, *extra_args, concurrency=8):
-        w = Worker(kind, app, extra_args, concurrency=concurrency)
+    def start(kind, *extra_args, concurrency=8, env=None):
+        w = Worker(kind, app, extra_args, concurrency=concurrency, env=env)
         started.append(w)
         return w
 
     yield start
     for w in started:
         w.stop()
+
+
+@pytest.fixture(params=["go", "py"])
+def kind(request):
+    """The worker kind, for tests that start their own workers."""
+    return request.param
 
 
 def queue_depth(app, queue):

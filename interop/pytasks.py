@@ -9,6 +9,9 @@ import os
 import time
 
 from celery import Celery
+from celery.utils.log import get_task_logger
+
+logger = get_task_logger(__name__)
 
 app = Celery(
     "pytasks",
@@ -16,7 +19,7 @@ app = Celery(
     backend=os.environ.get("CELERY_RESULT_BACKEND", "redis://127.0.0.1:6379/0"),
 )
 app.conf.accept_content = ["json", "msgpack"]
-app.conf.worker_hijack_root_logger = False
+app.conf.task_track_started = bool(os.environ.get("INTEROP_TRACK_STARTED"))
 app.conf.broker_connection_retry_on_startup = True
 
 
@@ -61,6 +64,7 @@ def fail(exc_type, message):
 @app.task(name="gocelery.flaky", bind=True, max_retries=3)
 def flaky(self, failures, countdown=0):
     if self.request.retries < failures:
+        logger.warning("flaky: attempt %d fails", self.request.retries)
         raise self.retry(countdown=countdown, exc=RuntimeError("flaky"))
     return self.request.retries
 
@@ -103,3 +107,11 @@ def request(self):
 @app.task(name="gocelery.limited", rate_limit="5/s")
 def limited(x):
     return x
+
+
+@app.task(name="gocelery.autoretry", bind=True, max_retries=3, autoretry_for=(RuntimeError,),
+          retry_backoff=1, retry_backoff_max=2, retry_jitter=False)
+def autoretry(self, failures):
+    if self.request.retries < failures:
+        raise RuntimeError("autoretry")
+    return self.request.retries

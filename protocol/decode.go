@@ -277,6 +277,11 @@ func (m *Message) readV1(payload any, headers map[string]any) error {
 	}
 	m.RootID = m.ID
 	for k, v := range headers {
+		if k == "compression" {
+			// Already applied to the body (m.Compression); keeping it would
+			// make a re-encoded, uncompressed message claim compression.
+			continue
+		}
 		if m.Headers == nil {
 			m.Headers = make(map[string]any)
 		}

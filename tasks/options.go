@@ -1,7 +1,9 @@
 package tasks
 
 import (
+	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -29,10 +31,27 @@ type Options struct {
 	// Params names the function's parameters (after the context), so
 	// kwargs can bind to them.
 	Params []string
+
+	// AutoRetry, when it returns true for a task's error, retries the task
+	// with that error as exc (Celery's autoretry_for).
+	AutoRetry func(error) bool
+	// RetryBackoff > 0 makes automatic retries wait RetryBackoff×2^retries,
+	// capped by RetryBackoffMax (default 600s), randomised down to 0 when
+	// RetryJitter is set (Celery's retry_backoff, retry_backoff_max,
+	// retry_jitter). Without it automatic retries use DefaultRetryDelay.
+	RetryBackoff    time.Duration
+	RetryBackoffMax time.Duration
+	RetryJitter     bool
+
+	// SkipSucceeded skips a message whose task id already has a SUCCESS
+	// result (an acks_late redelivery or a duplicate publish): the task
+	// does not run again and the message is acknowledged.
+	SkipSucceeded bool
 }
 
 func defaultOptions() Options {
-	return Options{MaxRetries: 3, DefaultRetryDelay: 180 * time.Second}
+	return Options{MaxRetries: 3, DefaultRetryDelay: 180 * time.Second,
+		RetryBackoffMax: 600 * time.Second, RetryJitter: true}
 }
 
 // Option sets one of a task's Options at registration.
@@ -65,6 +84,73 @@ func TrackStarted() Option { return func(o *Options) { o.TrackStarted = true } }
 // Params names the parameters for keyword binding.
 func Params(names ...string) Option { return func(o *Options) { o.Params = names } }
 
+// AutoRetryFor retries automatically on errors matching any target
+// (errors.Is), or a *PyError of the same Type when the target is one.
+func AutoRetryFor(targets ...error) Option {
+	return func(o *Options) {
+		o.AutoRetry = func(err error) bool {
+			for _, t := range targets {
+				if errors.Is(err, t) {
+					return true
+				}
+				if tp, ok := t.(*PyError); ok {
+					if pe, ok := AsPyError(err); ok && pe.Type == tp.Type {
+						return true
+					}
+				}
+			}
+			return false
+		}
+	}
+}
+
+// AutoRetryIf retries automatically when match(err) is true.
+func AutoRetryIf(match func(error) bool) Option { return func(o *Options) { o.AutoRetry = match } }
+
+// RetryBackoff sets exponential backoff for automatic retries: base×2^n
+// seconds, at most max (0 keeps the 600s default), with full jitter when
+// jitter is set.
+func RetryBackoff(base, max time.Duration, jitter bool) Option {
+	return func(o *Options) {
+		o.RetryBackoff = base
+		if max > 0 {
+			o.RetryBackoffMax = max
+		}
+		o.RetryJitter = jitter
+	}
+}
+
+// SkipSucceeded skips messages whose task id already succeeded.
+func SkipSucceeded() Option { return func(o *Options) { o.SkipSucceeded = true } }
+
+// BackoffCountdown is the wait before automatic retry number retries+1,
+// computed as Celery's get_exponential_backoff_interval does; rnd returns
+// a value in [0, n] for jitter.
+func (o *Options) BackoffCountdown(retries int, rnd func(n int64) int64) time.Duration {
+	if o.RetryBackoff <= 0 {
+		return o.DefaultRetryDelay
+	}
+	secs := o.RetryBackoff.Seconds()
+	if secs < 1 {
+		secs = 1 // Celery uses int(max(1.0, retry_backoff))
+	}
+	n := int64(secs)
+	if retries > 62 {
+		retries = 62
+	}
+	countdown := n << uint(retries)
+	if countdown <= 0 || countdown > int64(o.RetryBackoffMax/time.Second) {
+		countdown = int64(o.RetryBackoffMax / time.Second)
+	}
+	if o.RetryJitter && rnd != nil {
+		countdown = rnd(countdown)
+	}
+	if countdown < 0 {
+		countdown = 0
+	}
+	return time.Duration(countdown) * time.Second
+}
+
 // ParseRateLimit turns Celery's rate limit syntax into tasks per second:
 // "10/s", "100/m", "5/h", or a plain number (per second). Empty or zero
 // means no limit (0).
@@ -75,7 +161,7 @@ func ParseRateLimit(s string) (float64, error) {
 	}
 	num, unit, hasUnit := strings.Cut(s, "/")
 	n, err := strconv.ParseFloat(strings.TrimSpace(num), 64)
-	if err != nil || n < 0 {
+	if err != nil || n < 0 || math.IsNaN(n) || math.IsInf(n, 0) {
 		return 0, fmt.Errorf("tasks: invalid rate limit %q: want N, N/s, N/m or N/h", s)
 	}
 	div := 1.0

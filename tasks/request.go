@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/rs/zerolog"
 )
 
 // DeliveryInfo is where the message came from (Python's
@@ -33,6 +35,8 @@ type Request struct {
 	Args         []any
 	Kwargs       map[string]any
 	Task         *Task
+	// Logger logs with the task's name and id on every line.
+	Logger zerolog.Logger
 
 	// UpdateStateFunc stores a custom state; set by the worker.
 	UpdateStateFunc func(ctx context.Context, state string, meta any) error
@@ -62,4 +66,16 @@ func UpdateState(ctx context.Context, state string, meta any) error {
 		return ErrNoRequest
 	}
 	return req.UpdateStateFunc(ctx, state, meta)
+}
+
+// Logger returns the running task's logger: every line carries the task's
+// name and id, and the console format prints them as Celery's
+// worker_task_log_format does ("gocelery.add[<id>]: message"). Outside a
+// task it is a logger that discards.
+func Logger(ctx context.Context) *zerolog.Logger {
+	if req, ok := RequestFromContext(ctx); ok {
+		return &req.Logger
+	}
+	l := zerolog.Nop()
+	return &l
 }

@@ -41,14 +41,14 @@ func (w *Worker) handle(conn *amqp.Conn, d amqp.Delivery) {
 	j := &job{conn: conn, d: d, msg: msg, task: task, log: log}
 	log.Info().Msgf("Task %s[%s] received", msg.Name(), msg.ID)
 
-	if w.expired(j) {
+	if w.expired(j) || w.isRevoked(j) {
 		return
 	}
 	if msg.ETA != nil && time.Until(*msg.ETA) > 0 {
 		if !w.holdUntilETA(j) {
 			return
 		}
-		if w.expired(j) {
+		if w.expired(j) || w.isRevoked(j) {
 			return
 		}
 	}
@@ -65,7 +65,7 @@ func (w *Worker) handle(conn *amqp.Conn, d amqp.Delivery) {
 		return // the broker has requeued it
 	}
 	defer func() { <-w.sem }()
-	if w.expired(j) {
+	if w.expired(j) || w.isRevoked(j) || w.alreadySucceeded(j) {
 		return
 	}
 	w.run(j)
@@ -100,6 +100,53 @@ func (w *Worker) expired(j *job) bool {
 	r := w.newResult(j.msg, j.d, backends.StatusRevoked)
 	r.Result = backends.TaskRevoked("expired").Value()
 	w.store(context.Background(), &j.log, r)
+	w.ack(&j.log, j.d)
+	return true
+}
+
+// isRevoked records REVOKED for a task revoked by a control command, acks
+// it and reports true.
+func (w *Worker) isRevoked(j *job) bool {
+	if !w.revoked.Contains(j.msg.ID) {
+		return false
+	}
+	j.log.Warn().Msgf("Discarding revoked task: %s[%s]", j.msg.Name(), j.msg.ID)
+	r := w.newResult(j.msg, j.d, backends.StatusRevoked)
+	r.Result = backends.TaskRevoked("revoked").Value()
+	w.store(context.Background(), &j.log, r)
+	w.ack(&j.log, j.d)
+	return true
+}
+
+// StatusReader is implemented by result stores that can read a task's
+// stored state; the SkipSucceeded task option needs it.
+type StatusReader interface {
+	Status(ctx context.Context, taskID string) (string, error)
+}
+
+// alreadySucceeded acks, without running it, a message of a SkipSucceeded
+// task whose id already has a SUCCESS result.
+func (w *Worker) alreadySucceeded(j *job) bool {
+	if !j.task.Options.SkipSucceeded {
+		return false
+	}
+	sr, ok := w.backend.(StatusReader)
+	if !ok {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	status, err := sr.Status(ctx, j.msg.ID)
+	if err != nil {
+		// Cannot tell: running it again is safer than losing it.
+		j.log.Warn().Err(err).Msg("cannot read the stored state; running the task")
+		return false
+	}
+	if status != backends.StatusSuccess {
+		return false
+	}
+	j.log.Info().Bool("redelivered", j.d.Redelivered).
+		Msgf("Task %s[%s] already succeeded; skipping the duplicate", j.msg.Name(), j.msg.ID)
 	w.ack(&j.log, j.d)
 	return true
 }

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/celeryworker/gocelery/backends"
@@ -71,6 +73,7 @@ func (w *Worker) request(j *job) *tasks.Request {
 		Args:    m.Args,
 		Kwargs:  m.Kwargs,
 		Task:    j.task,
+		Logger:  j.log.With().Bool("task_log", true).Logger(),
 	}
 	if req.RootID == "" {
 		req.RootID = m.ID
@@ -106,6 +109,34 @@ func (w *Worker) limits(j *job) (hard, soft time.Duration) {
 	return hard, soft
 }
 
+// activeTask is a task running in a slot, for terminate and inspect.
+type activeTask struct {
+	msg         *protocol.Message
+	start       time.Time
+	acksLate    bool
+	exchange    string
+	routingKey  string
+	redelivered bool
+	cancel      context.CancelCauseFunc
+	terminated  chan struct{}
+	once        sync.Once
+}
+
+// terminate cancels the running task id with tasks.ErrTerminated and stops
+// waiting for it; it reports whether the task was running here.
+func (w *Worker) terminate(id string) bool {
+	v, ok := w.active.Load(id)
+	if !ok {
+		return false
+	}
+	a := v.(*activeTask)
+	a.once.Do(func() {
+		a.cancel(tasks.ErrTerminated)
+		close(a.terminated)
+	})
+	return true
+}
+
 // execute calls the task under its own context: the soft limit cancels the
 // context with tasks.ErrSoftTimeLimitExceeded; at the hard limit the worker
 // stops waiting and counts the goroutine as abandoned.
@@ -113,6 +144,11 @@ func (w *Worker) execute(j *job, req *tasks.Request) outcome {
 	ctx, cancel := context.WithCancelCause(tasks.WithRequest(context.Background(), req))
 	defer cancel(context.Canceled)
 	hard, soft := w.limits(j)
+	a := &activeTask{msg: j.msg, start: time.Now(), acksLate: j.task.Options.AcksLate,
+		exchange: j.d.Exchange, routingKey: j.d.RoutingKey, redelivered: j.d.Redelivered,
+		cancel: cancel, terminated: make(chan struct{})}
+	w.active.Store(j.msg.ID, a)
+	defer w.active.Delete(j.msg.ID)
 	if soft > 0 {
 		t := time.AfterFunc(soft, func() { cancel(tasks.ErrSoftTimeLimitExceeded) })
 		defer t.Stop()
@@ -128,20 +164,39 @@ func (w *Worker) execute(j *job, req *tasks.Request) outcome {
 		}()
 		out.value, out.err = j.task.Handler.Call(ctx, j.msg.Args, j.msg.Kwargs)
 	}()
-	if hard <= 0 {
-		return <-done
+	var hardC <-chan time.Time
+	if hard > 0 {
+		t := time.NewTimer(hard)
+		defer t.Stop()
+		hardC = t.C
 	}
-	t := time.NewTimer(hard)
-	defer t.Stop()
 	select {
 	case out := <-done:
 		return out
-	case <-t.C:
+	case <-hardC:
 		cancel(tasks.ErrTimeLimitExceeded)
-		w.abandoned.Add(1)
-		go func() { <-done; w.abandoned.Add(-1) }()
+		w.abandon(done)
 		return outcome{hardLimit: hard}
+	case <-a.terminated:
+		// Give a cooperative task a moment to return; one that does not is
+		// abandoned like a task past its hard limit.
+		select {
+		case out := <-done:
+			if out.err == nil || !errors.Is(out.err, tasks.ErrTerminated) {
+				out = outcome{err: tasks.ErrTerminated}
+			}
+			return out
+		case <-time.After(time.Second):
+			w.abandon(done)
+			return outcome{err: tasks.ErrTerminated}
+		}
 	}
+}
+
+// abandon stops waiting for a task goroutine and counts it until it ends.
+func (w *Worker) abandon(done <-chan outcome) {
+	w.abandoned.Add(1)
+	go func() { <-done; w.abandoned.Add(-1) }()
 }
 
 // record stores the outcome and logs it as Celery does.
@@ -170,6 +225,11 @@ func (w *Worker) record(j *job, out outcome, ignore bool) {
 	var retry *tasks.RetryError
 	if errors.As(out.err, &retry) && !out.panicked {
 		w.retry(j, retry)
+		return
+	}
+	if o := &j.task.Options; o.AutoRetry != nil && !out.panicked && o.AutoRetry(out.err) {
+		d := o.BackoffCountdown(m.Retries, func(n int64) int64 { return rand.Int64N(n + 1) })
+		w.retry(j, &tasks.RetryError{Countdown: &d, Exc: out.err})
 		return
 	}
 	if errors.Is(out.err, tasks.ErrTerminated) {

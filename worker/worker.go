@@ -82,6 +82,10 @@ type Worker struct {
 	running   atomic.Int64
 	abandoned atomic.Int64 // goroutines left running after a hard time limit
 	processed atomic.Int64
+
+	revoked *revokedSet
+	active  sync.Map // task id -> *activeTask
+	clock   atomic.Int64
 }
 
 // New validates cfg and builds a Worker; Run starts it.
@@ -111,6 +115,7 @@ func New(cfg Config) (*Worker, error) {
 		sem:      make(chan struct{}, cfg.Concurrency),
 		limiter:  newRateLimiter(),
 		done:     make(chan struct{}),
+		revoked:  newRevokedSet(50000, 3*time.Hour),
 	}
 	w.quitCtx, w.stopTaking = context.WithCancel(context.Background())
 	w.quit = w.quitCtx.Done()
@@ -182,6 +187,7 @@ func (w *Worker) Run() error {
 		} else {
 			w.log.Info().Msg("reconnected to broker")
 		}
+		go w.control(conn)
 		w.serve(conn, deliveries)
 		if w.quitting() {
 			return nil

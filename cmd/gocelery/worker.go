@@ -247,8 +247,16 @@ func consoleWriter(w io.Writer) zerolog.ConsoleWriter {
 		}
 		return strings.ToUpper(s) + "/MainProcess]"
 	}
+	// Lines a task logs itself read as Celery's worker_task_log_format:
+	// "name[id]: message".
+	cw.FormatPrepare = func(evt map[string]any) error {
+		if evt["task_log"] == true {
+			evt[zerolog.MessageFieldName] = fmt.Sprintf("%v[%v]: %v", evt["task"], evt["id"], evt[zerolog.MessageFieldName])
+		}
+		return nil
+	}
 	// Task name and id are already in the message text.
-	cw.FieldsExclude = []string{"task", "id", "runtime"}
+	cw.FieldsExclude = []string{"task", "id", "runtime", "task_log"}
 	return cw
 }
 

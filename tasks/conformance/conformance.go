@@ -28,6 +28,10 @@ func Register(reg *tasks.Registry) error {
 		{"gocelery.noop", noop, nil},
 		{"gocelery.request", request, nil},
 		{"gocelery.limited", limited, []tasks.Option{tasks.RateLimit("5/s")}},
+		// Beyond the shared contract: automatic retry with backoff, for the
+		// task semantics tests (interop/pytasks.py has its twin).
+		{"gocelery.autoretry", autoretry, []tasks.Option{tasks.MaxRetries(3),
+			tasks.AutoRetryFor(tasks.RuntimeError("")), tasks.RetryBackoff(time.Second, 2*time.Second, false)}},
 	} {
 		if err := reg.RegisterHandler(t.name, t.fn, t.opts...); err != nil {
 			return err
@@ -190,6 +194,7 @@ func flaky(ctx context.Context, args []any, kwargs map[string]any) (any, error) 
 		retries = req.Retries
 	}
 	if int64(retries) < failures {
+		tasks.Logger(ctx).Warn().Msgf("flaky: attempt %d fails", retries)
 		return nil, tasks.Retry(tasks.Countdown(countdown), tasks.Exc(tasks.RuntimeError("flaky")))
 	}
 	return int64(retries), nil
@@ -276,4 +281,23 @@ func limited(_ context.Context, args []any, kwargs map[string]any) (any, error) 
 		return nil, err
 	}
 	return v[0], nil
+}
+
+func autoretry(ctx context.Context, args []any, kwargs map[string]any) (any, error) {
+	v, err := tasks.BindArgs("autoretry", []string{"failures"}, 1, args, kwargs)
+	if err != nil {
+		return nil, err
+	}
+	failures, err := intArg("autoretry", "failures", v[0])
+	if err != nil {
+		return nil, err
+	}
+	retries := 0
+	if req, ok := tasks.RequestFromContext(ctx); ok {
+		retries = req.Retries
+	}
+	if int64(retries) < failures {
+		return nil, tasks.RuntimeError("autoretry")
+	}
+	return int64(retries), nil
 }

@@ -1,0 +1,264 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"path"
+	"sort"
+	"strings"
+	"time"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"github.com/celeryworker/gocelery/amqp"
+	"github.com/celeryworker/gocelery/backends"
+	"github.com/celeryworker/gocelery/protocol"
+	"github.com/celeryworker/gocelery/tasks"
+)
+
+// control serves Celery's remote control commands (celery control / inspect)
+// sent to the worker's pidbox queue, for the life of one connection.
+func (w *Worker) control(conn *amqp.Conn) {
+	ds, err := conn.ConsumeControl(w.nodeName)
+	if err != nil {
+		if !conn.IsClosed() {
+			w.log.Error().Err(err).Msg("remote control disabled: cannot consume the pidbox queue")
+		}
+		return
+	}
+	for d := range ds {
+		w.controlMessage(conn, &d)
+	}
+}
+
+// controlRequest is a pidbox request body.
+type controlRequest struct {
+	method      string
+	arguments   map[string]any
+	destination []string
+	replyTo     map[string]any
+	ticket      string
+}
+
+func (w *Worker) controlMessage(conn *amqp.Conn, d *amqp.Delivery) {
+	body, err := protocol.Unmarshal(d.ContentType, d.Body, w.cfg.Accept)
+	if err != nil {
+		w.log.Warn().Err(err).Msg("ignoring undecodable remote control message")
+		return
+	}
+	m, ok := body.(map[string]any)
+	if !ok {
+		w.log.Warn().Msg("ignoring remote control message: body is not a mapping")
+		return
+	}
+	if c, ok := toInt(d.Headers["clock"]); ok {
+		w.bumpClock(c)
+	}
+	req := controlRequest{}
+	req.method, _ = m["method"].(string)
+	req.arguments, _ = m["arguments"].(map[string]any)
+	req.replyTo, _ = m["reply_to"].(map[string]any)
+	req.ticket, _ = m["ticket"].(string)
+	if dest, ok := m["destination"].([]any); ok {
+		for _, n := range dest {
+			if s, ok := n.(string); ok {
+				req.destination = append(req.destination, s)
+			}
+		}
+		if !containsString(req.destination, w.nodeName) {
+			return
+		}
+	}
+	if p, ok := m["pattern"].(string); ok && p != "" && len(req.destination) == 0 {
+		if !matchNode(p, w.nodeName) {
+			return
+		}
+	}
+	reply := w.dispatchControl(req)
+	if req.replyTo == nil || req.ticket == "" || reply == nil {
+		return
+	}
+	exchange, _ := req.replyTo["exchange"].(string)
+	key, _ := req.replyTo["routing_key"].(string)
+	payload, err := protocol.MarshalJSON(map[string]any{w.nodeName: reply})
+	if err != nil {
+		w.log.Error().Err(err).Str("method", req.method).Msg("cannot encode remote control reply")
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = conn.Publish(ctx, exchange, key, amqp091.Publishing{
+		ContentType:     protocol.ContentTypeJSON,
+		ContentEncoding: "utf-8",
+		DeliveryMode:    1,
+		Headers:         amqp091.Table{"ticket": req.ticket, "clock": w.tickClock()},
+		Body:            payload,
+	})
+	if err != nil {
+		w.log.Warn().Err(err).Str("method", req.method).Msg("cannot send remote control reply")
+	}
+}
+
+// dispatchControl runs one command and returns its reply value.
+func (w *Worker) dispatchControl(req controlRequest) any {
+	a := req.arguments
+	switch req.method {
+	case "ping":
+		return map[string]any{"ok": "pong"}
+	case "revoke", "terminate":
+		ids := stringList(a["task_id"])
+		terminate, _ := a["terminate"].(bool)
+		if req.method == "terminate" {
+			terminate = true
+		}
+		return w.revoke(ids, terminate)
+	case "revoked":
+		ids := w.revoked.IDs()
+		out := make([]any, len(ids))
+		for i, id := range ids {
+			out[i] = id
+		}
+		return out
+	case "registered":
+		names := w.reg.Names()
+		out := make([]any, len(names))
+		for i, n := range names {
+			out[i] = n
+		}
+		return out
+	case "rate_limit":
+		name, _ := a["task_name"].(string)
+		if _, ok := w.reg.Lookup(name); !ok {
+			return map[string]any{"error": "unknown task"}
+		}
+		limit := fmt.Sprint(a["rate_limit"])
+		if a["rate_limit"] == nil {
+			limit = ""
+		}
+		if err := w.SetRateLimit(name, limit); err != nil {
+			return map[string]any{"error": "Invalid rate limit string: " + err.Error()}
+		}
+		if rate, _ := tasks.ParseRateLimit(limit); rate == 0 {
+			return map[string]any{"ok": "rate limit disabled successfully"}
+		}
+		return map[string]any{"ok": "new rate limit set successfully"}
+	case "clock":
+		return map[string]any{"clock": w.tickClock()}
+	case "hello":
+		return map[string]any{"revoked": w.revoked.Stamps(), "clock": w.tickClock()}
+	case "active":
+		return w.activeInfo()
+	}
+	return map[string]any{"error": fmt.Sprintf("No such control command: %s", req.method)}
+}
+
+// revoke flags ids as revoked, stores REVOKED for each (as Celery 5.6.2+
+// does) and, with terminate, cancels the ones running here.
+func (w *Worker) revoke(ids []string, terminate bool) any {
+	w.revoked.Add(ids...)
+	for _, id := range ids {
+		if w.backend != nil {
+			r := &backends.Result{TaskID: id, Status: backends.StatusRevoked,
+				Result: backends.TaskRevoked("revoked").Value(), DateDone: time.Now().UTC()}
+			w.store(context.Background(), &w.log, r)
+		}
+	}
+	w.log.Info().Strs("ids", ids).Bool("terminate", terminate).Msgf("Tasks flagged as revoked: %s", strings.Join(ids, ", "))
+	if terminate {
+		var hit []string
+		for _, id := range ids {
+			if w.terminate(id) {
+				hit = append(hit, id)
+			}
+		}
+		if len(hit) == 0 {
+			return map[string]any{"ok": "terminate: tasks unknown"}
+		}
+		return map[string]any{"ok": "terminate: " + pySet(hit)}
+	}
+	return map[string]any{"ok": "tasks " + pySet(ids) + " flagged as revoked"}
+}
+
+func pySet(ids []string) string {
+	q := make([]string, len(ids))
+	for i, id := range ids {
+		q[i] = "'" + id + "'"
+	}
+	return "{" + strings.Join(q, ", ") + "}"
+}
+
+func stringList(v any) []string {
+	switch x := v.(type) {
+	case string:
+		return []string{x}
+	case []any:
+		var out []string
+		for _, e := range x {
+			if s, ok := e.(string); ok {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	return nil
+}
+
+func containsString(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// matchNode matches a glob pattern (kombu's default matcher) against name.
+func matchNode(pattern, name string) bool {
+	ok, err := path.Match(pattern, name)
+	return err == nil && ok
+}
+
+func toInt(v any) (int64, bool) {
+	switch x := v.(type) {
+	case int64:
+		return x, true
+	case int32:
+		return int64(x), true
+	case int:
+		return int64(x), true
+	}
+	return 0, false
+}
+
+func (w *Worker) bumpClock(other int64) {
+	for {
+		cur := w.clock.Load()
+		if other <= cur || w.clock.CompareAndSwap(cur, other) {
+			return
+		}
+	}
+}
+
+func (w *Worker) tickClock() int64 { return w.clock.Add(1) }
+
+func (w *Worker) activeInfo() []any {
+	var out []any
+	w.active.Range(func(_, v any) bool {
+		a := v.(*activeTask)
+		out = append(out, map[string]any{
+			"id": a.msg.ID, "name": a.msg.Task, "args": a.msg.Args, "kwargs": a.msg.Kwargs,
+			"type": a.msg.Task, "hostname": w.nodeName, "time_start": float64(a.start.UnixNano()) / 1e9,
+			"acknowledged": !a.acksLate, "worker_pid": nil,
+			"delivery_info": map[string]any{"exchange": a.exchange, "routing_key": a.routingKey,
+				"priority": int64(a.msg.Priority), "redelivered": a.redelivered},
+		})
+		return true
+	})
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].(map[string]any)["id"].(string) < out[j].(map[string]any)["id"].(string)
+	})
+	if out == nil {
+		out = []any{}
+	}
+	return out
+}
