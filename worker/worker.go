@@ -83,6 +83,9 @@ type Worker struct {
 	abandoned atomic.Int64 // goroutines left running after a hard time limit
 	processed atomic.Int64
 
+	ready     chan struct{} // closed once consuming
+	readyOnce sync.Once
+
 	revoked *revokedSet
 	active  sync.Map // task id -> *activeTask
 	clock   atomic.Int64
@@ -116,6 +119,7 @@ func New(cfg Config) (*Worker, error) {
 		limiter:  newRateLimiter(),
 		done:     make(chan struct{}),
 		revoked:  newRevokedSet(50000, 3*time.Hour),
+		ready:    make(chan struct{}),
 	}
 	w.quitCtx, w.stopTaking = context.WithCancel(context.Background())
 	w.quit = w.quitCtx.Done()
@@ -140,6 +144,9 @@ func New(cfg Config) (*Worker, error) {
 	}
 	return w, nil
 }
+
+// Ready is closed once the worker consumes its queues.
+func (w *Worker) Ready() <-chan struct{} { return w.ready }
 
 // NodeName is the worker's expanded node name (e.g. go@host).
 func (w *Worker) NodeName() string { return w.nodeName }
@@ -184,6 +191,7 @@ func (w *Worker) Run() error {
 			w.log.Info().Str("node", w.nodeName).Strs("queues", w.cfg.Queues).
 				Int("concurrency", w.cfg.Concurrency).Msgf("%s ready.", w.nodeName)
 			ready = true
+			w.readyOnce.Do(func() { close(w.ready) })
 		} else {
 			w.log.Info().Msg("reconnected to broker")
 		}
