@@ -26,6 +26,9 @@ type Conn struct {
 
 	pubMu sync.Mutex
 	pubCh *amqp091.Channel
+
+	declaredMu sync.Mutex
+	declared   map[string]bool
 }
 
 // Dial connects to a Celery-style broker URL.
@@ -107,6 +110,26 @@ func (c *Conn) DeclareTaskQueue(name string) error {
 	if err := ch.QueueBind(name, name, name, false, nil); err != nil {
 		return fmt.Errorf("amqp: bind queue %q: %w", name, err)
 	}
+	return nil
+}
+
+// EnsureTaskQueue declares a task queue once per connection before the
+// worker publishes to it (a canvas step or errback naming its queue), as
+// Celery's producer does: a message published to a queue that does not
+// exist yet would be dropped.
+func (c *Conn) EnsureTaskQueue(name string) error {
+	c.declaredMu.Lock()
+	defer c.declaredMu.Unlock()
+	if c.declared[name] {
+		return nil
+	}
+	if err := c.DeclareTaskQueue(name); err != nil {
+		return err
+	}
+	if c.declared == nil {
+		c.declared = map[string]bool{}
+	}
+	c.declared[name] = true
 	return nil
 }
 

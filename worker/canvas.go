@@ -2,7 +2,10 @@ package worker
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"maps"
+	"time"
 
 	"github.com/celeryworker/gocelery/backends"
 	"github.com/celeryworker/gocelery/protocol"
@@ -111,6 +114,12 @@ func (w *Worker) sendSignature(j *job, sig protocol.Signature, arg any, prepend 
 			key = rk
 		}
 	}
+	if exchange == "" {
+		if err := j.conn.EnsureTaskQueue(queue); err != nil {
+			j.log.Error().Err(err).Str("signature", sig.Task).Msg("cannot send canvas step")
+			return ""
+		}
+	}
 	if err := w.publish(context.Background(), j.conn, exchange, key, m, parent.ContentType); err != nil {
 		j.log.Error().Err(err).Str("signature", sig.Task).Msg("cannot send canvas step")
 		return ""
@@ -140,4 +149,91 @@ func optSignatures(v any) ([]protocol.Signature, error) {
 		return out, nil
 	}
 	return nil, nil
+}
+
+// chordBackend is implemented by result backends that keep chord counters
+// (the Redis backend).
+type chordBackend interface {
+	ChordPartReturn(ctx context.Context, gid string, groupIndex *int, taskID, state string, result any) ([]backends.ChordPart, error)
+	ChordCleanup(ctx context.Context, gid string) error
+}
+
+// onChordPart records this header task's end in its chord and, when it is
+// the last one, publishes the body with the list of results as its first
+// argument, or stores ChordError for the body if a part failed.
+func (w *Worker) onChordPart(j *job, state string, result any) {
+	m := j.msg
+	if m.Chord == nil || m.Group == "" {
+		return
+	}
+	cb, ok := w.backend.(chordBackend)
+	if !ok {
+		j.log.Error().Str("group", m.Group).Msg("chord part cannot be counted: chords need the Redis result backend")
+		return
+	}
+	ctx := context.Background()
+	parts, err := cb.ChordPartReturn(ctx, m.Group, m.GroupIndex, m.ID, state, result)
+	if errors.Is(err, backends.ErrChordNotReady) {
+		return
+	}
+	if err != nil {
+		j.log.Error().Err(err).Str("group", m.Group).Msg("chord part cannot be counted")
+		return
+	}
+	body := *m.Chord
+	bodyID := body.TaskID()
+	values := make([]any, len(parts))
+	for i, p := range parts {
+		if p.State == backends.StatusFailure || p.State == backends.StatusRevoked {
+			exc := exceptionFromValue(p.Result)
+			msg := fmt.Sprintf("Dependency %s raised %s", p.TaskID, excRepr(exc))
+			j.log.Error().Str("group", m.Group).Msgf("Chord %s[%s] failed: %s", body.Task, bodyID, msg)
+			if bodyID != "" {
+				tb := msg
+				w.store(ctx, &j.log, &backends.Result{TaskID: bodyID, Status: backends.StatusFailure,
+					Result: backends.ChordError(msg).Value(), Traceback: &tb, Children: []any{},
+					DateDone: time.Now().UTC(), GroupID: m.Group})
+			}
+			if errbacks, err := optSignatures(body.Options["link_error"]); err == nil {
+				for _, eb := range errbacks {
+					w.sendSignature(j, eb, bodyID, true, nil)
+				}
+			}
+			return
+		}
+		values[i] = p.Result
+	}
+	if _, ok := body.Options["group_id"]; !ok {
+		body.Options = maps.Clone(body.Options)
+		if body.Options == nil {
+			body.Options = map[string]any{}
+		}
+		body.Options["group_id"] = m.Group
+	}
+	if id := w.sendSignature(j, body, values, true, nil); id == "" {
+		return // logged; the counters stay for a redelivered part to retry
+	}
+	if err := cb.ChordCleanup(ctx, m.Group); err != nil {
+		j.log.Warn().Err(err).Msg("chord counters not deleted (they expire)")
+	}
+}
+
+// exceptionFromValue reads a stored exception dict.
+func exceptionFromValue(v any) backends.ExceptionInfo {
+	m, _ := v.(map[string]any)
+	e := backends.ExceptionInfo{Type: "Exception", Module: "builtins"}
+	if t, ok := m["exc_type"].(string); ok {
+		e.Type = t
+	}
+	if mod, ok := m["exc_module"].(string); ok {
+		e.Module = mod
+	}
+	switch a := m["exc_message"].(type) {
+	case []any:
+		e.Args = a
+	case nil:
+	default:
+		e.Args = []any{a}
+	}
+	return e
 }

@@ -100,6 +100,7 @@ func (w *Worker) expired(j *job) bool {
 	r := w.newResult(j.msg, j.d, backends.StatusRevoked)
 	r.Result = backends.TaskRevoked("expired").Value()
 	w.store(context.Background(), &j.log, r)
+	w.onChordPart(j, backends.StatusRevoked, r.Result)
 	w.ack(&j.log, j.d)
 	return true
 }
@@ -114,6 +115,7 @@ func (w *Worker) isRevoked(j *job) bool {
 	r := w.newResult(j.msg, j.d, backends.StatusRevoked)
 	r.Result = backends.TaskRevoked("revoked").Value()
 	w.store(context.Background(), &j.log, r)
+	w.onChordPart(j, backends.StatusRevoked, r.Result)
 	w.ack(&j.log, j.d)
 	return true
 }

@@ -219,6 +219,7 @@ func (w *Worker) record(j *job, out outcome, ignore bool) {
 			}
 			w.store(ctx, &j.log, r)
 		}
+		w.onChordPart(j, backends.StatusSuccess, out.value)
 		j.log.Info().Float64("runtime", runtime).Msgf("Task %s[%s] succeeded in %.6fs: %s", m.Name(), m.ID, runtime, reprShort(out.value))
 		return
 	}
@@ -237,6 +238,7 @@ func (w *Worker) record(j *job, out outcome, ignore bool) {
 		r := w.newResult(m, j.d, backends.StatusRevoked)
 		r.Result = backends.TaskRevoked("terminated").Value()
 		w.store(ctx, &j.log, r)
+		w.onChordPart(j, backends.StatusRevoked, r.Result)
 		return
 	}
 	exc, tb := w.exceptionOf(out)
@@ -250,6 +252,7 @@ func (w *Worker) record(j *job, out outcome, ignore bool) {
 func (w *Worker) fail(j *job, exc backends.ExceptionInfo, tb *string) {
 	r := w.failureResult(j.msg, j.d, exc, tb)
 	w.store(context.Background(), &j.log, r)
+	w.onChordPart(j, backends.StatusFailure, r.Result)
 	w.onFailureCanvas(j, r)
 }
 
