@@ -121,4 +121,3 @@ func (r *Redis) ChordCleanup(ctx context.Context, gid string) error {
 func ChordError(msg string) ExceptionInfo {
 	return ExceptionInfo{Type: "ChordError", Module: "celery.exceptions", Args: []any{msg}}
 }
-

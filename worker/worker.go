@@ -72,8 +72,8 @@ type Worker struct {
 	quit       <-chan struct{} // closed when shutdown starts: take no new work
 	quitCtx    context.Context // done when quit is closed
 	stopTaking context.CancelFunc
-	inflight sync.WaitGroup // one per delivery being handled
-	done     chan struct{}  // closed when Run returns
+	inflight   sync.WaitGroup // one per delivery being handled
+	done       chan struct{}  // closed when Run returns
 
 	mu   sync.Mutex
 	conn *amqp.Conn
