@@ -206,7 +206,8 @@ func (w *Worker) record(j *job, out outcome, ignore bool) {
 	ctx := context.Background()
 	switch {
 	case out.hardLimit > 0:
-		j.log.Error().Msgf("Task %s[%s] Hard time limit (%gs) exceeded", m.Name(), m.ID, out.hardLimit.Seconds())
+		j.log.Error().Int64("abandoned_goroutines", w.abandoned.Load()).
+			Msgf("Task %s[%s] Hard time limit (%gs) exceeded; its goroutine is abandoned", m.Name(), m.ID, out.hardLimit.Seconds())
 		w.fail(j, backends.TimeLimitExceeded(out.hardLimit.Seconds()), nil)
 		return
 	case out.err == nil:
