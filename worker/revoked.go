@@ -13,11 +13,17 @@ type revokedSet struct {
 	mu    sync.Mutex
 	max   int
 	ttl   time.Duration
-	items map[string]time.Time
+	items map[string]revokedAt
+	seq   uint64
+}
+
+type revokedAt struct {
+	at  time.Time
+	seq uint64 // insertion order, for ties in time
 }
 
 func newRevokedSet(max int, ttl time.Duration) *revokedSet {
-	return &revokedSet{max: max, ttl: ttl, items: map[string]time.Time{}}
+	return &revokedSet{max: max, ttl: ttl, items: map[string]revokedAt{}}
 }
 
 func (s *revokedSet) Add(ids ...string) {
@@ -25,26 +31,27 @@ func (s *revokedSet) Add(ids ...string) {
 	defer s.mu.Unlock()
 	now := time.Now()
 	for _, id := range ids {
-		s.items[id] = now
+		s.seq++
+		s.items[id] = revokedAt{now, s.seq}
 	}
 	if len(s.items) <= s.max {
 		return
 	}
 	for id, at := range s.items {
-		if now.Sub(at) > s.ttl {
+		if now.Sub(at.at) > s.ttl {
 			delete(s.items, id)
 		}
 	}
 	if over := len(s.items) - s.max; over > 0 {
 		type entry struct {
-			id string
-			at time.Time
+			id  string
+			seq uint64
 		}
 		all := make([]entry, 0, len(s.items))
 		for id, at := range s.items {
-			all = append(all, entry{id, at})
+			all = append(all, entry{id, at.seq})
 		}
-		sort.Slice(all, func(i, j int) bool { return all[i].at.Before(all[j].at) })
+		sort.Slice(all, func(i, j int) bool { return all[i].seq < all[j].seq })
 		for _, e := range all[:over] {
 			delete(s.items, e.id)
 		}
@@ -77,7 +84,7 @@ func (s *revokedSet) Stamps() map[string]any {
 	defer s.mu.Unlock()
 	out := make(map[string]any, len(s.items))
 	for id, at := range s.items {
-		out[id] = []any{float64(at.UnixNano()) / 1e9, id}
+		out[id] = []any{float64(at.at.UnixNano()) / 1e9, id}
 	}
 	return out
 }
