@@ -108,6 +108,22 @@ func decodeChordPart(b []byte) (ChordPart, error) {
 	return ChordPart{TaskID: id, State: state, Result: l[3]}, nil
 }
 
+// SetChordSize stores the number of header tasks of chord gid, as the
+// Python client does before publishing the header.
+func (r *Redis) SetChordSize(ctx context.Context, gid string, size int) error {
+	key := r.prefix + GroupKeyPrefix + gid + ".s"
+	var err error
+	if r.ttl > 0 {
+		err = r.client.SetEx(ctx, key, size, r.ttl).Err()
+	} else {
+		err = r.client.Set(ctx, key, size, 0).Err()
+	}
+	if err != nil {
+		return fmt.Errorf("backends: chord %s: set size: %w", gid, err)
+	}
+	return nil
+}
+
 // ChordCleanup deletes a fired chord's counters.
 func (r *Redis) ChordCleanup(ctx context.Context, gid string) error {
 	base := r.prefix + GroupKeyPrefix + gid

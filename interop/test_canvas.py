@@ -5,7 +5,7 @@ import time
 import uuid
 
 import pytest
-from celery import chord
+from celery import chain, chord, group
 from celery.exceptions import ChordError
 from kombu import Queue
 
@@ -79,3 +79,28 @@ def test_errback_for_task_the_worker_lacks_is_published(worker, app):
     finally:
         with app.connection_for_write() as conn:
             conn.default_channel.queue_delete(q)
+
+
+def test_chain_into_group(worker):
+    c = chain(worker.signature("gocelery.add", args=(1, 1)),
+              group(worker.signature("gocelery.add", args=(i,)) for i in range(4)))
+    assert c.apply_async().get(timeout=T) == [2 + i for i in range(4)]
+
+
+def test_chain_into_chord(worker):
+    c = chain(worker.signature("gocelery.add", args=(1, 1)),
+              group(worker.signature("gocelery.add", args=(i,)) for i in range(4)),
+              worker.signature("gocelery.xsum"))
+    assert c.apply_async().get(timeout=T) == sum(2 + i for i in range(4))
+
+
+def test_nested_chain_step(worker):
+    inner = chain(worker.signature("gocelery.add", args=(10,)), worker.signature("gocelery.add", args=(100,)))
+    c = chain(worker.signature("gocelery.add", args=(1, 1)), worker.signature("gocelery.echo", args=("x",)))
+    r = worker.send("gocelery.add", args=[1, 1], link=inner)
+    assert r.get(timeout=T) == 2
+    child = wait_for(lambda: r.children, what="child")[0]
+    # The inner chain's last result hangs off its first step.
+    last = wait_for(lambda: child.children, what="grandchild")[0]
+    assert last.get(timeout=T) == 112
+    assert c.apply_async().get(timeout=T) == {"args": [2, "x"], "kwargs": {}}

@@ -60,11 +60,17 @@ func (w *Worker) onFailureCanvas(j *job, failure *backends.Result) {
 // signature could not be sent (logged).
 func (w *Worker) sendSignature(j *job, sig protocol.Signature, arg any, prepend bool, chain []protocol.Signature) string {
 	parent := j.msg
-	if sig.SubtaskType != "" {
-		// Groups, chords and nested chains in a canvas step are expanded by
-		// Python's worker in-process; gocelery does not do that yet.
+	switch sig.SubtaskType {
+	case "":
+	case "group":
+		return w.sendGroup(j, sig, arg, prepend)
+	case "chord":
+		return w.sendChord(j, sig, arg, prepend)
+	case "chain":
+		return w.sendChain(j, sig, arg, prepend, chain)
+	default:
 		j.log.Error().Str("signature", sig.Task).Str("subtask_type", sig.SubtaskType).
-			Msg("cannot send canvas step: composite signatures are not supported yet")
+			Msg("cannot send canvas step: this composite signature type is not supported")
 		return ""
 	}
 	id := sig.TaskID()
@@ -91,6 +97,10 @@ func (w *Worker) sendSignature(j *job, sig protocol.Signature, arg any, prepend 
 	}
 	if g, ok := opts["group_id"].(string); ok {
 		m.Group = g
+	}
+	if gi, ok := toInt(opts["group_index"]); ok {
+		i := int(gi)
+		m.GroupIndex = &i
 	}
 	if link, err := optSignatures(opts["link"]); err == nil {
 		m.Callbacks = link
@@ -236,4 +246,126 @@ func exceptionFromValue(v any) backends.ExceptionInfo {
 		e.Args = []any{a}
 	}
 	return e
+}
+
+// Composite canvas steps (a group, chord or chain as the next chain element
+// or as a callback) are expanded here, as Python's worker does in-process:
+// there is no broker-side helper to delegate them to.
+
+// signaturesOf reads kwargs[key] as a list of signatures, or the tasks of
+// a group signature.
+func signaturesOf(v any) ([]protocol.Signature, error) {
+	if m, ok := v.(map[string]any); ok {
+		g, err := protocol.SignatureFromValue(m)
+		if err != nil {
+			return nil, err
+		}
+		if g.SubtaskType == "group" {
+			return optSignatures(g.Kwargs["tasks"])
+		}
+		return []protocol.Signature{g}, nil
+	}
+	return optSignatures(v)
+}
+
+// withOptions returns sig with extra options set (copying the map).
+func withOptions(sig protocol.Signature, kv map[string]any) protocol.Signature {
+	opts := maps.Clone(sig.Options)
+	if opts == nil {
+		opts = map[string]any{}
+	}
+	for k, v := range kv {
+		opts[k] = v
+	}
+	sig.Options = opts
+	return sig
+}
+
+// sendGroup publishes each member with the group id and its index.
+func (w *Worker) sendGroup(j *job, sig protocol.Signature, arg any, prepend bool) string {
+	members, err := optSignatures(sig.Kwargs["tasks"])
+	if err != nil {
+		j.log.Error().Err(err).Msg("cannot send group: bad member signature")
+		return ""
+	}
+	gid := sig.TaskID()
+	if gid == "" {
+		gid = newUUID()
+	}
+	for i, m := range members {
+		m = withOptions(m, map[string]any{"group_id": gid, "group_index": int64(i)})
+		if id := w.sendSignature(j, m, arg, prepend && !sig.Immutable, nil); id == "" {
+			return ""
+		}
+	}
+	return gid
+}
+
+// chordSizer is implemented by backends that count chord parts.
+type chordSizer interface {
+	SetChordSize(ctx context.Context, gid string, size int) error
+}
+
+// sendChord sets the chord's size in the backend, then publishes the
+// header tasks carrying the body; an empty header runs the body at once.
+func (w *Worker) sendChord(j *job, sig protocol.Signature, arg any, prepend bool) string {
+	header, err := signaturesOf(sig.Kwargs["header"])
+	if err != nil {
+		j.log.Error().Err(err).Msg("cannot send chord: bad header")
+		return ""
+	}
+	body, err := protocol.SignatureFromValue(sig.Kwargs["body"])
+	if err != nil {
+		j.log.Error().Err(err).Msg("cannot send chord: bad body")
+		return ""
+	}
+	gid := sig.TaskID()
+	if hm, ok := sig.Kwargs["header"].(map[string]any); ok {
+		if hs, err := protocol.SignatureFromValue(hm); err == nil && hs.TaskID() != "" {
+			gid = hs.TaskID()
+		}
+	}
+	if gid == "" {
+		gid = newUUID()
+	}
+	bodyID := body.TaskID()
+	if bodyID == "" {
+		bodyID = newUUID()
+	}
+	body = withOptions(body, map[string]any{"task_id": bodyID, "group_id": gid})
+	if len(header) == 0 {
+		return w.sendSignature(j, body, []any{}, true, nil)
+	}
+	cs, ok := w.backend.(chordSizer)
+	if !ok {
+		j.log.Error().Msg("cannot send chord: chords need the Redis result backend")
+		return ""
+	}
+	if err := cs.SetChordSize(context.Background(), gid, len(header)); err != nil {
+		j.log.Error().Err(err).Msg("cannot send chord")
+		return ""
+	}
+	bodyValue := body.Value()
+	for i, h := range header {
+		h = withOptions(h, map[string]any{"group_id": gid, "group_index": int64(i), "chord": bodyValue})
+		if id := w.sendSignature(j, h, arg, prepend && !sig.Immutable, nil); id == "" {
+			return ""
+		}
+	}
+	return bodyID
+}
+
+// sendChain publishes a nested chain's first task carrying the rest (and
+// what followed the nested chain) in wire order, next task last.
+func (w *Worker) sendChain(j *job, sig protocol.Signature, arg any, prepend bool, outer []protocol.Signature) string {
+	steps, err := optSignatures(sig.Kwargs["tasks"])
+	if err != nil || len(steps) == 0 {
+		j.log.Error().Err(err).Msg("cannot send chain: no valid steps")
+		return ""
+	}
+	wire := append([]protocol.Signature(nil), outer...)
+	for i := len(steps) - 1; i >= 1; i-- {
+		wire = append(wire, steps[i])
+	}
+	return w.sendSignature(j, steps[0], arg, prepend && !sig.Immutable, wire)
 }
