@@ -249,3 +249,23 @@ def test_hard_time_limit(worker):
     with pytest.raises(TimeLimitExceeded):
         r.get(timeout=T)
     assert worker.send("gocelery.add", args=[1, 2]).get(timeout=T) == 3
+
+
+def test_echo_kombu_tagged_types(worker):
+    """kombu's JSON carries datetime, date, time, Decimal, UUID and bytes
+    as tagged values; they come back as the same Python types."""
+    import datetime as dt
+    from decimal import Decimal
+    values = [
+        dt.datetime(2026, 11, 25, 12, 30, 1, 123456, tzinfo=dt.timezone.utc),
+        dt.datetime(2026, 11, 25, 12, 30, 1, tzinfo=dt.timezone(dt.timedelta(hours=5, minutes=30))),
+        dt.datetime(2026, 11, 25, 12, 30, 1, 5),
+        dt.date(2026, 2, 28),
+        dt.time(23, 59, 58, 999),
+        Decimal("3.14159265358979323846264338327950288"),
+        uuid.UUID("12345678-1234-5678-1234-567812345678"),
+        b"\x00\xffbytes",
+    ]
+    got = worker.send("gocelery.echo", args=values).get(timeout=T)
+    assert got["args"] == values
+    assert [type(v) for v in got["args"]] == [type(v) for v in values]
