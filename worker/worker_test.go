@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -294,5 +295,48 @@ func TestShutdownWaitsForRunningTasks(t *testing.T) {
 	b, err := e.backend.Get(context.Background(), id)
 	if err != nil || !strings.Contains(string(b), `"status": "SUCCESS"`) {
 		t.Fatalf("result not stored before Shutdown returned: %s %v", b, err)
+	}
+}
+
+// closeBrokerConnection makes RabbitMQ close the connection whose
+// connection_name is name, as a broker restart or a network cut would.
+func closeBrokerConnection(t *testing.T, name string) {
+	t.Helper()
+	var pid string
+	checkFor(t, 10*time.Second, func() error {
+		out, err := exec.Command("rabbitmqctl", "-n", "rabbit@localhost", "-q", "list_connections", "pid", "client_properties").CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("rabbitmqctl: %v: %s", err, out)
+		}
+		for _, line := range strings.Split(string(out), "\n") {
+			if strings.Contains(line, name) {
+				pid = strings.Fields(line)[0]
+				return nil
+			}
+		}
+		return fmt.Errorf("no connection named %s", name)
+	})
+	if out, err := exec.Command("rabbitmqctl", "-n", "rabbit@localhost", "-q", "close_connection", pid, "test: simulated broker loss").CombinedOutput(); err != nil {
+		t.Fatalf("close_connection: %v: %s", err, out)
+	}
+}
+
+func TestReconnectsAfterConnectionLoss(t *testing.T) {
+	if _, err := exec.LookPath("rabbitmqctl"); err != nil {
+		t.Skip("rabbitmqctl not installed")
+	}
+	e := newEnv(t)
+	reg := tasks.NewRegistry()
+	reg.MustRegister("t.echo", func(s string) string { return s })
+	node := fmt.Sprintf("reconnect-%d@test", time.Now().UnixNano())
+	e.start(reg, worker.Config{Concurrency: 2, NodeName: node})
+	before := newID(t, "before")
+	e.publish(before, "t.echo", []any{"before"}, nil)
+	e.result(before)
+	closeBrokerConnection(t, node)
+	after := newID(t, "after")
+	e.publish(after, "t.echo", []any{"after"}, nil)
+	if doc := e.result(after); doc["result"] != "after" {
+		t.Fatalf("after reconnect: %v", doc)
 	}
 }
