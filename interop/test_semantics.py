@@ -228,3 +228,17 @@ def test_task_logger_lines_carry_name_and_id(worker):
     pattern = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}: WARNING/[\w-]+\] "
                          + re.escape(f"gocelery.flaky[{r.id}]: flaky: attempt 0 fails") + "$", re.M)
     wait_for(lambda: pattern.search(worker.logtext()), what="the task's log line")
+
+
+def test_sigterm_finishes_running_tasks(kind, start_worker, app):
+    w = start_worker(kind)
+    r = w.send("gocelery.sleep", args=[2])
+
+    def running():
+        active = app.control.inspect([w.node], timeout=1).active() or {}
+        return any(t["id"] == r.id for t in active.get(w.node, []))
+
+    wait_for(running, what="the task to run")
+    w.proc.terminate()
+    assert w.proc.wait(30) == 0
+    assert r.state == "SUCCESS" and r.result == 2

@@ -83,6 +83,8 @@ type Worker struct {
 	abandoned atomic.Int64 // goroutines left running after a hard time limit
 	processed atomic.Int64
 
+	stopped   chan struct{} // closed when Shutdown or Close is done
+	stopOnce  sync.Once
 	ready     chan struct{} // closed once consuming
 	readyOnce sync.Once
 
@@ -120,6 +122,7 @@ func New(cfg Config) (*Worker, error) {
 		done:     make(chan struct{}),
 		revoked:  newRevokedSet(50000, 3*time.Hour),
 		ready:    make(chan struct{}),
+		stopped:  make(chan struct{}),
 	}
 	w.quitCtx, w.stopTaking = context.WithCancel(context.Background())
 	w.quit = w.quitCtx.Done()
@@ -173,6 +176,7 @@ func (w *Worker) Run() error {
 	ready := false
 	for {
 		if w.quitting() {
+			<-w.stopped
 			return nil
 		}
 		conn, deliveries, err := w.connect()
@@ -180,6 +184,7 @@ func (w *Worker) Run() error {
 			w.log.Error().Err(err).Dur("retry_in", backoff).Msg("cannot connect to broker")
 			select {
 			case <-w.quit:
+				<-w.stopped
 				return nil
 			case <-time.After(backoff):
 			}
@@ -198,6 +203,10 @@ func (w *Worker) Run() error {
 		go w.control(conn)
 		w.serve(conn, deliveries)
 		if w.quitting() {
+			// Run returns once Shutdown has let running tasks finish (or
+			// Close cut them off), so a caller exiting after Run loses
+			// nothing.
+			<-w.stopped
 			return nil
 		}
 		w.log.Warn().Msg("broker connection lost; reconnecting")
@@ -296,6 +305,7 @@ func (w *Worker) Shutdown(ctx context.Context) error {
 		err = fmt.Errorf("worker: shutdown: %d tasks still running: %w", w.running.Load(), ctx.Err())
 	}
 	w.closeConn()
+	w.stopOnce.Do(func() { close(w.stopped) })
 	select {
 	case <-w.done:
 	case <-ctx.Done():
@@ -308,6 +318,7 @@ func (w *Worker) Shutdown(ctx context.Context) error {
 func (w *Worker) Close() error {
 	w.stopTaking()
 	w.closeConn()
+	w.stopOnce.Do(func() { close(w.stopped) })
 	return nil
 }
 

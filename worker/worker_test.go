@@ -340,3 +340,32 @@ func TestReconnectsAfterConnectionLoss(t *testing.T) {
 		t.Fatalf("after reconnect: %v", doc)
 	}
 }
+
+func TestConsumesSeveralQueues(t *testing.T) {
+	e := newEnv(t)
+	reg := tasks.NewRegistry()
+	reg.MustRegister("t.echo", func(s string) string { return s })
+	second := e.queue + "-b"
+	cfg := worker.Config{Concurrency: 2, BrokerURL: brokerURL(), Queues: []string{e.queue, second},
+		Registry: reg, Backend: e.backend, NodeName: "multi@%h"}
+	w, err := worker.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- w.Run() }()
+	defer func() { w.Close(); <-done }()
+	<-w.Ready()
+	for _, q := range []string{e.queue, second} {
+		id := newID(t, q)
+		m := &protocol.Message{ID: id, Task: "t.echo", Args: []any{q}}
+		env, _ := protocol.Encode(m, protocol.EncodeOptions{Serializer: "msgpack"})
+		pub, _ := amqp.PublishingOf(env)
+		if err := e.conn.Publish(context.Background(), "", q, pub); err != nil {
+			t.Fatal(err)
+		}
+		if doc := e.result(id); doc["result"] != q {
+			t.Fatalf("queue %s: %v", q, doc)
+		}
+	}
+}
