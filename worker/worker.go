@@ -303,6 +303,7 @@ func (w *Worker) Shutdown(ctx context.Context) error {
 	case <-finished:
 	case <-ctx.Done():
 		err = fmt.Errorf("worker: shutdown: %d tasks still running: %w", w.running.Load(), ctx.Err())
+		w.failAcknowledged("shutdown timeout")
 	}
 	w.closeConn()
 	w.stopOnce.Do(func() { close(w.stopped) })
@@ -317,9 +318,36 @@ func (w *Worker) Shutdown(ctx context.Context) error {
 // every unacknowledged message.
 func (w *Worker) Close() error {
 	w.stopTaking()
+	w.failAcknowledged("cold shutdown")
 	w.closeConn()
 	w.stopOnce.Do(func() { close(w.stopped) })
 	return nil
+}
+
+// failAcknowledged stores FAILURE (WorkerLostError, as Python stores for a
+// pool process that died) for running tasks whose message was already
+// acknowledged, so no acknowledged task is left without a result when the
+// worker stops before they finish. acks_late tasks are left to the broker,
+// which redelivers them.
+func (w *Worker) failAcknowledged(reason string) {
+	w.active.Range(func(_, v any) bool {
+		a := v.(*activeTask)
+		if a.acksLate {
+			return true
+		}
+		exc := backends.ExceptionInfo{Type: "WorkerLostError", Module: "billiard.exceptions",
+			Args: []any{"Worker exited prematurely: " + reason + " while the task was running."}}
+		w.log.Error().Str("task", a.msg.Name()).Str("id", a.msg.ID).
+			Msgf("Task %s[%s] lost: %s while it was running", a.msg.Name(), a.msg.ID, reason)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if w.backend != nil {
+			_ = w.backend.Store(ctx, &backends.Result{TaskID: a.msg.ID, Status: backends.StatusFailure,
+				Result: exc.Value(), Children: []any{}, DateDone: time.Now().UTC(),
+				GroupID: a.msg.Group, ParentID: a.msg.ParentID})
+		}
+		return true
+	})
 }
 
 func (w *Worker) closeConn() {

@@ -369,3 +369,22 @@ func TestConsumesSeveralQueues(t *testing.T) {
 		}
 	}
 }
+
+func TestCloseFailsAcknowledgedRunningTasks(t *testing.T) {
+	e := newEnv(t)
+	release := make(chan struct{})
+	defer close(release)
+	started := make(chan struct{}, 1)
+	reg := tasks.NewRegistry()
+	reg.MustRegister("t.block", func() { started <- struct{}{}; <-release })
+	w := e.start(reg, worker.Config{Concurrency: 1})
+	id := newID(t, "block")
+	e.publish(id, "t.block", nil, nil)
+	<-started
+	w.Close() // cold: the message was acked before it ran
+	doc := e.result(id)
+	exc, _ := doc["result"].(map[string]any)
+	if doc["status"] != "FAILURE" || exc["exc_type"] != "WorkerLostError" {
+		t.Fatalf("got %v", doc)
+	}
+}
