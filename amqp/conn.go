@@ -22,6 +22,7 @@ type Conn struct {
 
 	consumeMu sync.Mutex
 	consumeCh *amqp091.Channel
+	acker     *acker
 	global    bool
 
 	pubMu sync.Mutex
@@ -83,9 +84,17 @@ func Dial(ctx context.Context, rawURL string, connectionName string) (*Conn, err
 // received on it can no longer be acknowledged: the broker requeues them.
 func (c *Conn) Done() <-chan struct{} { return c.done }
 
-// Close closes the connection; unacknowledged deliveries go back to their
-// queues.
-func (c *Conn) Close() error { return c.conn.Close() }
+// Close sends the acknowledgements still batched, then closes the
+// connection; unacknowledged deliveries go back to their queues.
+func (c *Conn) Close() error {
+	c.consumeMu.Lock()
+	a := c.acker
+	c.consumeMu.Unlock()
+	if a != nil {
+		a.close()
+	}
+	return c.conn.Close()
+}
 
 // IsClosed reports whether the connection is gone.
 func (c *Conn) IsClosed() bool { return c.conn.IsClosed() }
@@ -146,6 +155,7 @@ func (c *Conn) Consume(queues []string, prefetch int, tagPrefix string) (<-chan 
 		return nil, fmt.Errorf("amqp: qos %d: %w", prefetch, err)
 	}
 	out := make(chan Delivery)
+	ack := newAcker(ch)
 	var wg sync.WaitGroup
 	for i, q := range queues {
 		tag := fmt.Sprintf("%s-%d-%s", tagPrefix, i, q)
@@ -158,6 +168,7 @@ func (c *Conn) Consume(queues []string, prefetch int, tagPrefix string) (<-chan 
 		go func() {
 			defer wg.Done()
 			for d := range ds {
+				d.Acknowledger = ack
 				out <- d
 			}
 		}()
@@ -168,6 +179,7 @@ func (c *Conn) Consume(queues []string, prefetch int, tagPrefix string) (<-chan 
 	}()
 	c.consumeMu.Lock()
 	c.consumeCh = ch
+	c.acker = ack
 	c.consumeMu.Unlock()
 	return out, nil
 }

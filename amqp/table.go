@@ -15,11 +15,17 @@ func fromTable(t amqp091.Table) map[string]any {
 	if t == nil {
 		return nil
 	}
-	out := make(map[string]any, len(t))
+	// Converted in place: the delivery's own table is not used afterwards,
+	// and most values (strings, int64, nil) need no change, so this saves a
+	// map per message on the hot path.
 	for k, v := range t {
-		out[k] = fromField(v)
+		switch v.(type) {
+		case string, int64, nil, bool, float64:
+			continue
+		}
+		t[k] = fromField(v)
 	}
-	return out
+	return map[string]any(t)
 }
 
 func fromField(v any) any {

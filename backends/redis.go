@@ -7,6 +7,7 @@ import (
 	"fmt"
 	neturl "net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -30,6 +31,9 @@ type RedisParams struct {
 
 // Redis is Celery's Redis result backend.
 type Redis struct {
+	startWriter sync.Once
+	writes      chan pendingWrite
+
 	client   *redis.Client
 	ttl      time.Duration
 	extended bool

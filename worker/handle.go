@@ -23,12 +23,29 @@ type job struct {
 	start time.Time
 }
 
-// handle takes one delivery from receipt to acknowledgement.
-func (w *Worker) handle(conn *amqp.Conn, d amqp.Delivery) {
+// accept takes one delivery from the serve loop: it decodes it, settles
+// what cannot run (undecodable, unknown, expired, revoked) and hands the
+// rest to a runner, through a waiting goroutine when it has an ETA or a
+// rate limit to wait for. The caller has counted it in w.inflight.
+func (w *Worker) accept(conn *amqp.Conn, d amqp.Delivery) {
+	j := w.prepare(conn, d)
+	if j == nil {
+		w.inflight.Done()
+		return
+	}
+	if (j.msg.ETA != nil && time.Until(*j.msg.ETA) > 0) || w.limiter.Limited(j.msg.Task) {
+		go w.waitAndDispatch(j)
+		return
+	}
+	w.dispatch(j)
+}
+
+// prepare decodes and checks a delivery; nil means it was settled.
+func (w *Worker) prepare(conn *amqp.Conn, d amqp.Delivery) *job {
 	msg, err := protocol.Decode(amqp.EnvelopeOf(&d), decodeOptions(&w.cfg))
 	if err != nil {
 		w.rejectUndecodable(d, err)
-		return
+		return nil
 	}
 	log := w.log.With().Str("task", msg.Name()).Str("id", msg.ID).Logger()
 	task, ok := w.reg.Lookup(msg.Task)
@@ -36,39 +53,69 @@ func (w *Worker) handle(conn *amqp.Conn, d amqp.Delivery) {
 		log.Error().Msgf("Received unregistered task of type '%s'. The message has been ignored and discarded.", msg.Task)
 		w.store(context.Background(), &log, w.failureResult(msg, d, backends.NotRegistered(msg.Task), nil))
 		w.nack(&log, d, false)
-		return
+		return nil
 	}
 	j := &job{conn: conn, d: d, msg: msg, task: task, log: log}
 	log.Info().Msgf("Task %s[%s] received", msg.Name(), msg.ID)
-
 	if w.expired(j) || w.isRevoked(j) {
-		return
+		return nil
 	}
-	if msg.ETA != nil && time.Until(*msg.ETA) > 0 {
+	return j
+}
+
+// waitAndDispatch holds a job until its ETA and its rate limit token.
+func (w *Worker) waitAndDispatch(j *job) {
+	if j.msg.ETA != nil && time.Until(*j.msg.ETA) > 0 {
 		if !w.holdUntilETA(j) {
+			w.inflight.Done()
 			return
 		}
 		if w.expired(j) || w.isRevoked(j) {
+			w.inflight.Done()
 			return
 		}
 	}
-	if err := w.limiter.Wait(w.quitCtx, msg.Task); err != nil {
-		w.nack(&log, d, true) // shutting down before it started: back to the queue
+	if err := w.limiter.Wait(w.quitCtx, j.msg.Task); err != nil {
+		w.nack(&j.log, j.d, true) // shutting down before it started: back to the queue
+		w.inflight.Done()
+		return
+	}
+	w.dispatch(j)
+}
+
+// dispatch hands a job to a free runner, or requeues it if the worker
+// stops first.
+func (w *Worker) dispatch(j *job) {
+	if w.quitting() {
+		w.nack(&j.log, j.d, true)
+		w.inflight.Done()
 		return
 	}
 	select {
-	case w.sem <- struct{}{}:
+	case w.jobs <- j:
 	case <-w.quit:
-		w.nack(&log, d, true)
-		return
-	case <-conn.Done():
-		return // the broker has requeued it
+		w.nack(&j.log, j.d, true)
+		w.inflight.Done()
+	case <-j.conn.Done():
+		w.inflight.Done() // the broker has requeued it
 	}
-	defer func() { <-w.sem }()
-	if w.expired(j) || w.isRevoked(j) || w.alreadySucceeded(j) {
-		return
+}
+
+// runner is one of the Concurrency goroutines that run tasks. Long-lived
+// runners bound concurrency and keep their grown stacks, which a
+// goroutine per task would grow anew each time.
+func (w *Worker) runner() {
+	for {
+		select {
+		case j := <-w.jobs:
+			if !w.expired(j) && !w.isRevoked(j) && !w.alreadySucceeded(j) {
+				w.run(j)
+			}
+			w.inflight.Done()
+		case <-w.done:
+			return
+		}
 	}
-	w.run(j)
 }
 
 // holdUntilETA keeps the message unacknowledged in memory until its ETA,

@@ -37,6 +37,13 @@ func (r *rateLimiter) Set(task string, perSecond float64) {
 	b.interval = time.Duration(float64(time.Second) / perSecond)
 }
 
+// Limited reports whether task has a rate limit.
+func (r *rateLimiter) Limited(task string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.buckets[task] != nil
+}
+
 // Wait reserves the task's next token and sleeps until it is due.
 func (r *rateLimiter) Wait(ctx context.Context, task string) error {
 	r.mu.Lock()

@@ -59,3 +59,34 @@ func (w *Worker) store(ctx context.Context, log *zerolog.Logger, r *backends.Res
 	}
 	log.Error().Err(err).Str("status", r.Status).Msg("cannot store task result")
 }
+
+// asyncStore is implemented by backends that pipeline writes.
+type asyncStore interface {
+	StoreAsync(r *backends.Result, done func(error))
+}
+
+// storeAsync writes a final result without holding the task's slot while
+// Redis answers; then runs after it is stored (or given up on, logged).
+// Shutdown waits for these writes.
+func (w *Worker) storeAsync(log *zerolog.Logger, r *backends.Result, then func()) {
+	as, ok := w.backend.(asyncStore)
+	if !ok || r.TaskID == "" {
+		w.store(context.Background(), log, r)
+		then()
+		return
+	}
+	w.storing.Add(1)
+	as.StoreAsync(r, func(err error) {
+		if err == nil {
+			then()
+			w.storing.Done()
+			return
+		}
+		// Retry off the writer goroutine, with the usual backoff.
+		go func() {
+			defer w.storing.Done()
+			w.store(context.Background(), log, r)
+			then()
+		}()
+	})
+}

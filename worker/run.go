@@ -44,11 +44,13 @@ func (w *Worker) run(j *job) {
 	}
 	j.start = time.Now()
 	out := w.execute(j, req)
-	w.record(j, out, ignore)
-	if acksLate {
-		w.ack(&j.log, j.d)
-	}
-	w.processed.Add(1)
+	w.record(j, out, ignore, func() {
+		// acks_late: only once the result is stored.
+		if acksLate {
+			w.ack(&j.log, j.d)
+		}
+		w.processed.Add(1)
+	})
 }
 
 func (w *Worker) request(j *job) *tasks.Request {
@@ -200,10 +202,16 @@ func (w *Worker) abandon(done <-chan outcome) {
 }
 
 // record stores the outcome and logs it as Celery does.
-func (w *Worker) record(j *job, out outcome, ignore bool) {
+func (w *Worker) record(j *job, out outcome, ignore bool, finished func()) {
 	m := j.msg
 	runtime := time.Since(j.start).Seconds()
 	ctx := context.Background()
+	async := false
+	defer func() {
+		if !async {
+			finished()
+		}
+	}()
 	switch {
 	case out.hardLimit > 0:
 		j.log.Error().Int64("abandoned_goroutines", w.abandoned.Load()).
@@ -218,10 +226,13 @@ func (w *Worker) record(j *job, out outcome, ignore bool) {
 			if children != nil {
 				r.Children = children
 			}
-			w.store(ctx, &j.log, r)
+			async = true
+			w.storeAsync(&j.log, r, finished)
 		}
 		w.onChordPart(j, backends.StatusSuccess, out.value)
-		j.log.Info().Float64("runtime", runtime).Msgf("Task %s[%s] succeeded in %.6fs: %s", m.Name(), m.ID, runtime, reprShort(out.value))
+		if e := j.log.Info(); e.Enabled() {
+			e.Float64("runtime", runtime).Msgf("Task %s[%s] succeeded in %.6fs: %s", m.Name(), m.ID, runtime, reprShort(out.value))
+		}
 		return
 	}
 	var retry *tasks.RetryError

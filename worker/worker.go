@@ -66,13 +66,14 @@ type Worker struct {
 	origin   string
 	prefetch int
 
-	sem     chan struct{}
+	jobs    chan *job // to the runners
 	limiter *rateLimiter
 
 	quit       <-chan struct{} // closed when shutdown starts: take no new work
 	quitCtx    context.Context // done when quit is closed
 	stopTaking context.CancelFunc
 	inflight   sync.WaitGroup // one per delivery being handled
+	storing    sync.WaitGroup // final results being written in the background
 	done       chan struct{}  // closed when Run returns
 
 	mu   sync.Mutex
@@ -117,7 +118,7 @@ func New(cfg Config) (*Worker, error) {
 		backend:  cfg.Backend,
 		nodeName: ExpandNodeName(cfg.NodeName, host),
 		origin:   fmt.Sprintf("gen%d@%s", os.Getpid(), host),
-		sem:      make(chan struct{}, cfg.Concurrency),
+		jobs:     make(chan *job),
 		limiter:  newRateLimiter(),
 		done:     make(chan struct{}),
 		revoked:  newRevokedSet(50000, 3*time.Hour),
@@ -172,6 +173,9 @@ func (w *Worker) SetRateLimit(task, limit string) error {
 // Close; a lost connection is re-established with backoff.
 func (w *Worker) Run() error {
 	defer close(w.done)
+	for i := 0; i < w.cfg.Concurrency; i++ {
+		go w.runner()
+	}
 	backoff := 100 * time.Millisecond
 	ready := false
 	for {
@@ -248,10 +252,7 @@ func (w *Worker) serve(conn *amqp.Conn, deliveries <-chan amqp.Delivery) {
 				return
 			}
 			w.inflight.Add(1)
-			go func() {
-				defer w.inflight.Done()
-				w.handle(conn, d)
-			}()
+			w.accept(conn, d)
 		case <-w.quit:
 			if !cancelled {
 				cancelled = true
@@ -266,10 +267,7 @@ func (w *Worker) serve(conn *amqp.Conn, deliveries <-chan amqp.Delivery) {
 					return
 				}
 				w.inflight.Add(1)
-				go func() {
-					defer w.inflight.Done()
-					w.handle(conn, d)
-				}()
+				w.accept(conn, d)
 			case <-time.After(2 * time.Second):
 				return
 			}
@@ -296,6 +294,7 @@ func (w *Worker) Shutdown(ctx context.Context) error {
 	finished := make(chan struct{})
 	go func() {
 		w.inflight.Wait()
+		w.storing.Wait()
 		close(finished)
 	}()
 	var err error

@@ -1,0 +1,84 @@
+package backends
+
+import (
+	"context"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Pipelined writes: results handed to StoreAsync are written by one
+// goroutine, as many per round trip as are waiting, so a busy worker pays
+// one Redis round trip per batch instead of one per task while each write
+// keeps the same atomic never-overwrite-SUCCESS script.
+
+type pendingWrite struct {
+	key  string
+	doc  []byte
+	id   string
+	done func(error)
+}
+
+const maxBatch = 256
+
+// StoreAsync queues res for a pipelined write and calls done with the
+// outcome from the writer goroutine. done must not block for long.
+func (r *Redis) StoreAsync(res *Result, done func(error)) {
+	doc, err := res.Encode(r.extended)
+	if err != nil {
+		done(err)
+		return
+	}
+	r.startWriter.Do(func() {
+		r.writes = make(chan pendingWrite, 4096)
+		go r.writer()
+	})
+	r.writes <- pendingWrite{key: r.Key(res.TaskID), doc: doc, id: res.TaskID, done: done}
+}
+
+func (r *Redis) writer() {
+	batch := make([]pendingWrite, 0, maxBatch)
+	for w := range r.writes {
+		batch = append(batch[:0], w)
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case w, ok := <-r.writes:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, w)
+			default:
+				break drain
+			}
+		}
+		r.writeBatch(batch)
+	}
+}
+
+func (r *Redis) writeBatch(batch []pendingWrite) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ttl := int64(r.ttl / time.Second)
+	if r.ttl < 0 {
+		ttl = 0
+	}
+	cmds := make([]*redis.Cmd, len(batch))
+	_, _ = r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, w := range batch {
+			cmds[i] = storeScript.EvalSha(ctx, p, []string{w.key}, w.doc, ttl)
+		}
+		return nil
+	})
+	for i, w := range batch {
+		err := cmds[i].Err()
+		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			// First use on this server: Run loads the script.
+			err = storeScript.Run(ctx, r.client, []string{w.key}, w.doc, ttl).Err()
+		}
+		if err == redis.Nil {
+			err = nil
+		}
+		w.done(err)
+	}
+}
