@@ -35,7 +35,8 @@ type Request struct {
 	Args         []any
 	Kwargs       map[string]any
 	Task         *Task
-	// Logger logs with the task's name and id on every line.
+	// Logger carries the task's name and id; tasks.Logger marks its lines
+	// as the task's own.
 	Logger zerolog.Logger
 
 	// UpdateStateFunc stores a custom state; set by the worker.
@@ -74,7 +75,10 @@ func UpdateState(ctx context.Context, state string, meta any) error {
 // task it is a logger that discards.
 func Logger(ctx context.Context) *zerolog.Logger {
 	if req, ok := RequestFromContext(ctx); ok {
-		return &req.Logger
+		// Built on use: most tasks never log, and this keeps the
+		// per-task path free of the allocation.
+		l := req.Logger.With().Bool("task_log", true).Logger()
+		return &l
 	}
 	l := zerolog.Nop()
 	return &l

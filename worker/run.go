@@ -75,7 +75,7 @@ func (w *Worker) request(j *job) *tasks.Request {
 		Args:    m.Args,
 		Kwargs:  m.Kwargs,
 		Task:    j.task,
-		Logger:  j.log.With().Bool("task_log", true).Logger(),
+		Logger:  j.log,
 	}
 	if req.RootID == "" {
 		req.RootID = m.ID

@@ -19,7 +19,7 @@ func TestConsoleLogFormat(t *testing.T) {
 	tl := log.With().Str("task", "gocelery.add").Str("id", "abc").Logger()
 	tl.Info().Float64("runtime", 0.001).Msg("Task gocelery.add[abc] succeeded in 0.001000s: 5")
 	tl.Debug().Msg("hidden at INFO")
-	ctx := tasks.WithRequest(context.Background(), &tasks.Request{Logger: tl.With().Bool("task_log", true).Logger()})
+	ctx := tasks.WithRequest(context.Background(), &tasks.Request{Logger: tl})
 	tasks.Logger(ctx).Warn().Msg("from inside")
 	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
 	if len(lines) != 2 {
