@@ -33,8 +33,12 @@ func (w *Worker) accept(conn *amqp.Conn, d amqp.Delivery) {
 		w.inflight.Done()
 		return
 	}
-	if (j.msg.ETA != nil && time.Until(*j.msg.ETA) > 0) || w.limiter.Limited(j.msg.Task) {
-		go w.waitAndDispatch(j)
+	if j.msg.ETA != nil && time.Until(*j.msg.ETA) > 0 {
+		w.eta.hold(j)
+		return
+	}
+	if w.limiter.Limited(j.msg.Task) {
+		go w.afterETA(j)
 		return
 	}
 	w.dispatch(j)
@@ -63,17 +67,12 @@ func (w *Worker) prepare(conn *amqp.Conn, d amqp.Delivery) *job {
 	return j
 }
 
-// waitAndDispatch holds a job until its ETA and its rate limit token.
-func (w *Worker) waitAndDispatch(j *job) {
-	if j.msg.ETA != nil && time.Until(*j.msg.ETA) > 0 {
-		if !w.holdUntilETA(j) {
-			w.inflight.Done()
-			return
-		}
-		if w.expired(j) || w.isRevoked(j) {
-			w.inflight.Done()
-			return
-		}
+// afterETA runs when a held job is due: check it again, wait for its rate
+// limit token, then dispatch.
+func (w *Worker) afterETA(j *job) {
+	if w.expired(j) || w.isRevoked(j) {
+		w.inflight.Done()
+		return
 	}
 	if err := w.limiter.Wait(w.quitCtx, j.msg.Task); err != nil {
 		w.nack(&j.log, j.d, true) // shutting down before it started: back to the queue
@@ -115,25 +114,6 @@ func (w *Worker) runner() {
 		case <-w.done:
 			return
 		}
-	}
-}
-
-// holdUntilETA keeps the message unacknowledged in memory until its ETA,
-// raising the prefetch count by one meanwhile. It reports false when the
-// worker began shutting down first (the message was requeued).
-func (w *Worker) holdUntilETA(j *job) bool {
-	w.adjustPrefetch(j.conn, 1)
-	defer w.adjustPrefetch(j.conn, -1)
-	t := time.NewTimer(time.Until(*j.msg.ETA))
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-w.quit:
-		w.nack(&j.log, j.d, true)
-		return false
-	case <-j.conn.Done():
-		return false // the broker has requeued it
 	}
 }
 

@@ -67,6 +67,7 @@ type Worker struct {
 	prefetch int
 
 	jobs    chan *job // to the runners
+	eta     *etaScheduler
 	limiter *rateLimiter
 
 	quit       <-chan struct{} // closed when shutdown starts: take no new work
@@ -125,6 +126,7 @@ func New(cfg Config) (*Worker, error) {
 		ready:    make(chan struct{}),
 		stopped:  make(chan struct{}),
 	}
+	w.eta = newETAScheduler(w)
 	w.quitCtx, w.stopTaking = context.WithCancel(context.Background())
 	w.quit = w.quitCtx.Done()
 	if cfg.PrefetchMultiplier > 0 {
@@ -176,6 +178,7 @@ func (w *Worker) Run() error {
 	for i := 0; i < w.cfg.Concurrency; i++ {
 		go w.runner()
 	}
+	go w.eta.run()
 	backoff := 100 * time.Millisecond
 	ready := false
 	for {
@@ -355,18 +358,6 @@ func (w *Worker) closeConn() {
 	w.mu.Unlock()
 	if c != nil {
 		_ = c.Close()
-	}
-}
-
-// adjustPrefetch raises the prefetch count by delta held ETA messages, as
-// Celery does, so held messages do not starve ready work.
-func (w *Worker) adjustPrefetch(conn *amqp.Conn, delta int64) {
-	n := w.held.Add(delta)
-	if w.prefetch == 0 {
-		return
-	}
-	if err := conn.Qos(w.prefetch + int(n)); err != nil && !conn.IsClosed() {
-		w.log.Warn().Err(err).Msg("cannot change prefetch count")
 	}
 }
 

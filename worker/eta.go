@@ -1,0 +1,129 @@
+package worker
+
+import (
+	"container/heap"
+	"time"
+
+	"github.com/celeryworker/gocelery/amqp"
+)
+
+// etaScheduler holds messages whose ETA is in the future: one goroutine and
+// a min-heap rather than a goroutine and timer per message, so ten
+// thousand held countdown tasks cost little memory. While it holds
+// messages the prefetch count is raised by their number (as Celery does),
+// so they do not starve ready work; changes are coalesced into one
+// basic.qos per batch.
+type etaScheduler struct {
+	w    *Worker
+	add  chan *job
+	heap etaHeap
+}
+
+type etaHeap []*job
+
+func (h etaHeap) Len() int           { return len(h) }
+func (h etaHeap) Less(i, j int) bool { return h[i].msg.ETA.Before(*h[j].msg.ETA) }
+func (h etaHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *etaHeap) Push(x any)        { *h = append(*h, x.(*job)) }
+func (h *etaHeap) Pop() any {
+	old := *h
+	n := len(old)
+	j := old[n-1]
+	old[n-1] = nil
+	*h = old[:n-1]
+	return j
+}
+
+func newETAScheduler(w *Worker) *etaScheduler {
+	return &etaScheduler{w: w, add: make(chan *job, 1024)}
+}
+
+// hold schedules j; the worker's inflight count stays taken until it runs
+// or is requeued.
+func (s *etaScheduler) hold(j *job) { s.add <- j }
+
+// run is the scheduler loop; it ends when the worker stops taking work,
+// requeueing what it holds.
+func (s *etaScheduler) run() {
+	w := s.w
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		changed := false
+		next := time.Hour
+		if len(s.heap) > 0 {
+			next = time.Until(*s.heap[0].msg.ETA)
+		}
+		timer.Reset(next)
+		select {
+		case j := <-s.add:
+			heap.Push(&s.heap, j)
+			changed = true
+		drain:
+			for {
+				select {
+				case j := <-s.add:
+					heap.Push(&s.heap, j)
+				default:
+					break drain
+				}
+			}
+		case <-timer.C:
+			now := time.Now()
+			for len(s.heap) > 0 && !s.heap[0].msg.ETA.After(now) {
+				j := heap.Pop(&s.heap).(*job)
+				changed = true
+				if j.conn.IsClosed() {
+					w.inflight.Done() // the broker has requeued it
+					continue
+				}
+				go w.afterETA(j)
+			}
+		case <-w.quit:
+			for _, j := range s.heap {
+				if !j.conn.IsClosed() {
+					w.nack(&j.log, j.d, true)
+				}
+				w.inflight.Done()
+			}
+			s.heap = nil
+			w.held.Store(0)
+			// Late arrivals while stopping go straight back.
+			for {
+				select {
+				case j := <-s.add:
+					w.nack(&j.log, j.d, true)
+					w.inflight.Done()
+				case <-w.done:
+					return
+				}
+			}
+		}
+		if changed {
+			s.setHeld(len(s.heap))
+		}
+	}
+}
+
+// setHeld records how many messages are held and sets the prefetch count
+// of the connections they came on.
+func (s *etaScheduler) setHeld(n int) {
+	w := s.w
+	if w.held.Swap(int64(n)) == int64(n) || w.prefetch == 0 {
+		return
+	}
+	conns := map[*amqp.Conn]bool{}
+	w.mu.Lock()
+	if w.conn != nil {
+		conns[w.conn] = true
+	}
+	w.mu.Unlock()
+	for c := range conns {
+		if c.IsClosed() {
+			continue
+		}
+		if err := c.Qos(w.prefetch + n); err != nil && !c.IsClosed() {
+			w.log.Warn().Err(err).Msg("cannot change prefetch count")
+		}
+	}
+}
