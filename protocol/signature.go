@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"math/big"
+	"time"
 )
 
 // Signature is a canvas signature as Celery serializes it (a dict with
@@ -144,8 +146,9 @@ func signaturesValue(sigs []Signature) any {
 	return out
 }
 
-// pyTypeName names a value's type the way Python would.
-func pyTypeName(v any) string {
+// PyTypeName names a value of the value model the way Python would name
+// its type (int, float, str, list, dict, datetime, ...).
+func PyTypeName(v any) string {
 	switch v.(type) {
 	case nil:
 		return "NoneType"
@@ -161,8 +164,18 @@ func pyTypeName(v any) string {
 		return "bytes"
 	case float32, float64:
 		return "float"
-	case int, int8, int16, int32, int64, uint, uint8, uint16, uint32, uint64:
+	case int, int8, int16, int32, int64, uint, uint8, uint16, uint32, uint64, *big.Int:
 		return "int"
+	case DateTime, time.Time:
+		return "datetime"
+	case Date:
+		return "date"
+	case TimeOfDay:
+		return "time"
+	case Decimal:
+		return "Decimal"
+	case UUID:
+		return "UUID"
 	}
 	if n, ok := v.(json.Number); ok {
 		if isIntegerText(string(n)) {
@@ -172,3 +185,5 @@ func pyTypeName(v any) string {
 	}
 	return fmt.Sprintf("%T", v)
 }
+
+func pyTypeName(v any) string { return PyTypeName(v) }

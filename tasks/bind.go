@@ -405,34 +405,7 @@ func IsIntegerText(s string) bool {
 }
 
 // pyType names v's type as Python would.
-func pyType(v any) string {
-	switch x := v.(type) {
-	case nil:
-		return "NoneType"
-	case bool:
-		return "bool"
-	case string:
-		return "str"
-	case []byte:
-		return "bytes"
-	case json.Number:
-		if IsIntegerText(string(x)) {
-			return "int"
-		}
-		return "float"
-	case int, int64, uint64, *big.Int:
-		return "int"
-	case float64, float32:
-		return "float"
-	case []any:
-		return "list"
-	case map[string]any:
-		return "dict"
-	case protocol.DateTime:
-		return "datetime"
-	}
-	return fmt.Sprintf("%T", v)
-}
+func pyType(v any) string { return protocol.PyTypeName(v) }
 
 // PyType names v's type as Python would (int, float, str, list, dict...).
 func PyType(v any) string { return pyType(v) }

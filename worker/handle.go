@@ -117,34 +117,33 @@ func (w *Worker) runner() {
 	}
 }
 
-// expired records REVOKED for a task past its expires time, acks it and
-// reports true.
+// expired discards a task past its expires time.
 func (w *Worker) expired(j *job) bool {
 	if j.msg.Expires == nil || time.Now().Before(*j.msg.Expires) {
 		return false
 	}
-	j.log.Warn().Msgf("Discarding revoked task: %s[%s] (expired)", j.msg.Name(), j.msg.ID)
-	r := w.newResult(j.msg, j.d, backends.StatusRevoked)
-	r.Result = backends.TaskRevoked("expired").Value()
-	w.store(context.Background(), &j.log, r)
-	w.onChordPart(j, backends.StatusRevoked, r.Result)
-	w.ack(&j.log, j.d)
+	w.discardRevoked(j, "expired")
 	return true
 }
 
-// isRevoked records REVOKED for a task revoked by a control command, acks
-// it and reports true.
+// isRevoked discards a task revoked by a control command.
 func (w *Worker) isRevoked(j *job) bool {
 	if !w.revoked.Contains(j.msg.ID) {
 		return false
 	}
-	j.log.Warn().Msgf("Discarding revoked task: %s[%s]", j.msg.Name(), j.msg.ID)
+	w.discardRevoked(j, "revoked")
+	return true
+}
+
+// discardRevoked records REVOKED with reason (and the chord part), and
+// acks the message without running it.
+func (w *Worker) discardRevoked(j *job, reason string) {
+	j.log.Warn().Msgf("Discarding revoked task: %s[%s] (%s)", j.msg.Name(), j.msg.ID, reason)
 	r := w.newResult(j.msg, j.d, backends.StatusRevoked)
-	r.Result = backends.TaskRevoked("revoked").Value()
+	r.Result = backends.TaskRevoked(reason).Value()
 	w.store(context.Background(), &j.log, r)
 	w.onChordPart(j, backends.StatusRevoked, r.Result)
 	w.ack(&j.log, j.d)
-	return true
 }
 
 // StatusReader is implemented by result stores that can read a task's
