@@ -156,6 +156,10 @@ func (c *Conn) Consume(queues []string, prefetch int, tagPrefix string) (<-chan 
 	}
 	out := make(chan Delivery)
 	ack := newAcker(ch)
+	go func() {
+		<-c.done // a lost connection: stop the acker's loop
+		ack.close()
+	}()
 	var wg sync.WaitGroup
 	for i, q := range queues {
 		tag := fmt.Sprintf("%s-%d-%s", tagPrefix, i, q)
