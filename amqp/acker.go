@@ -15,7 +15,7 @@ import (
 // from the lowest unsettled one is batched; acks stuck behind a held
 // message go out one by one after a short wait. Rejects go out at once.
 type acker struct {
-	ch *amqp091.Channel
+	ch ackChannel
 
 	mu      sync.Mutex
 	next    uint64           // every tag below next is settled on the wire
@@ -34,7 +34,16 @@ const (
 	ackStragler = 20 * time.Millisecond  // acks behind a held message wait at most this
 )
 
-func newAcker(ch *amqp091.Channel) *acker {
+// ackChannel is the part of an AMQP channel the acker drives.
+type ackChannel interface {
+	Ack(tag uint64, multiple bool) error
+	Nack(tag uint64, multiple, requeue bool) error
+	Reject(tag uint64, requeue bool) error
+}
+
+var _ ackChannel = (*amqp091.Channel)(nil)
+
+func newAcker(ch ackChannel) *acker {
 	a := &acker{ch: ch, next: 1, acked: map[uint64]int64{}, settled: map[uint64]bool{},
 		kick: make(chan struct{}, 1), done: make(chan struct{}), stopped: make(chan struct{})}
 	go a.loop()

@@ -1,0 +1,100 @@
+package amqp
+
+import (
+	"fmt"
+	"reflect"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeChannel records the frames the acker sends.
+type fakeChannel struct {
+	mu     sync.Mutex
+	frames []string
+}
+
+func (f *fakeChannel) add(s string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.frames = append(f.frames, s)
+	return nil
+}
+func (f *fakeChannel) Ack(tag uint64, multiple bool) error {
+	return f.add(fmt.Sprintf("ack %d multiple=%v", tag, multiple))
+}
+func (f *fakeChannel) Nack(tag uint64, multiple, requeue bool) error {
+	return f.add(fmt.Sprintf("nack %d requeue=%v", tag, requeue))
+}
+func (f *fakeChannel) Reject(tag uint64, requeue bool) error {
+	return f.add(fmt.Sprintf("reject %d requeue=%v", tag, requeue))
+}
+func (f *fakeChannel) got() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.frames...)
+}
+
+func waitFrames(t *testing.T, f *fakeChannel, want []string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !reflect.DeepEqual(f.got(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("frames = %q, want %q", f.got(), want)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestAckerBatchesContiguousAcks(t *testing.T) {
+	f := &fakeChannel{}
+	a := newAcker(f)
+	defer a.close()
+	for _, tag := range []uint64{3, 1, 2, 5, 4} {
+		a.Ack(tag, false)
+	}
+	waitFrames(t, f, []string{"ack 5 multiple=true"})
+}
+
+func TestAckerNeverCoversAHeldMessage(t *testing.T) {
+	f := &fakeChannel{}
+	a := newAcker(f)
+	defer a.close()
+	// Tag 2 is held (an ETA task): 1 can go as a multiple ack, 3 and 4
+	// must go one by one, and never as a multiple ack covering 2.
+	a.Ack(1, false)
+	a.Ack(3, false)
+	a.Ack(4, false)
+	waitFrames(t, f, []string{"ack 1 multiple=true", "ack 3 multiple=false", "ack 4 multiple=false"})
+	// When 2 is finally acked, the run 2..4 is settled with one ack of 2.
+	a.Ack(2, false)
+	a.Ack(5, false)
+	waitFrames(t, f, []string{"ack 1 multiple=true", "ack 3 multiple=false", "ack 4 multiple=false", "ack 5 multiple=true"})
+	a.mu.Lock()
+	next := a.next
+	a.mu.Unlock()
+	if next != 6 {
+		t.Fatalf("next = %d, want 6", next)
+	}
+}
+
+func TestAckerRejectFlushesFirst(t *testing.T) {
+	f := &fakeChannel{}
+	a := newAcker(f)
+	defer a.close()
+	a.Ack(1, false)
+	a.Ack(2, false)
+	a.Reject(3, false)
+	a.Ack(4, false)
+	waitFrames(t, f, []string{"ack 2 multiple=true", "reject 3 requeue=false", "ack 4 multiple=true"})
+}
+
+func TestAckerCloseSendsWaitingAcks(t *testing.T) {
+	f := &fakeChannel{}
+	a := newAcker(f)
+	a.Ack(2, false) // 1 is still held
+	a.close()
+	if got := f.got(); !reflect.DeepEqual(got, []string{"ack 2 multiple=false"}) {
+		t.Fatalf("frames = %q", got)
+	}
+}
