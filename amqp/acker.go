@@ -29,9 +29,9 @@ type acker struct {
 }
 
 const (
-	ackBatch    = 64                     // flush at once when this many are waiting
+	ackBatch    = 64                      // flush at once when this many are waiting
 	ackDelay    = 1000 * time.Microsecond // otherwise flush this soon after the first
-	ackStragler = 20 * time.Millisecond  // acks behind a held message wait at most this
+	ackStragler = 20 * time.Millisecond   // acks behind a held message wait at most this
 )
 
 // ackChannel is the part of an AMQP channel the acker drives.

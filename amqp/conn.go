@@ -28,6 +28,9 @@ type Conn struct {
 	pubMu sync.Mutex
 	pubCh *amqp091.Channel
 
+	eventMu sync.Mutex
+	eventCh *amqp091.Channel
+
 	declaredMu sync.Mutex
 	declared   map[string]bool
 }

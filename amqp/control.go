@@ -47,3 +47,37 @@ func (c *Conn) ConsumeControl(node string) (<-chan Delivery, error) {
 	}
 	return ds, nil
 }
+
+// EventExchange is Celery's event exchange (topic, durable).
+const EventExchange = "celeryev"
+
+// DeclareEventExchange declares celeryev as kombu does.
+func (c *Conn) DeclareEventExchange() error {
+	ch, err := c.conn.Channel()
+	if err != nil {
+		return fmt.Errorf("amqp: open channel: %w", err)
+	}
+	defer ch.Close()
+	if err := ch.ExchangeDeclare(EventExchange, "topic", true, false, false, false, nil); err != nil {
+		return fmt.Errorf("amqp: declare exchange %q: %w", EventExchange, err)
+	}
+	return nil
+}
+
+// PublishTransient sends a message without waiting for a confirm, on a
+// channel of its own: events are transient and best effort, as in Celery.
+func (c *Conn) PublishTransient(exchange, key string, msg amqp091.Publishing) error {
+	c.eventMu.Lock()
+	defer c.eventMu.Unlock()
+	if c.eventCh == nil || c.eventCh.IsClosed() {
+		ch, err := c.conn.Channel()
+		if err != nil {
+			return fmt.Errorf("amqp: open event channel: %w", err)
+		}
+		c.eventCh = ch
+	}
+	if err := c.eventCh.Publish(exchange, key, false, false, msg); err != nil {
+		return fmt.Errorf("amqp: publish to %q/%q: %w", exchange, key, err)
+	}
+	return nil
+}

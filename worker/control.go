@@ -3,9 +3,12 @@ package worker
 import (
 	"context"
 	"fmt"
+	"os"
 	"path"
 	"sort"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
@@ -148,6 +151,21 @@ func (w *Worker) dispatchControl(req controlRequest) any {
 		return map[string]any{"revoked": w.revoked.Stamps(), "clock": w.tickClock()}
 	case "active":
 		return w.activeInfo()
+	case "enable_events":
+		w.events.enabled.Store(true)
+		return map[string]any{"ok": "task events enabled"}
+	case "disable_events":
+		w.events.enabled.Store(false)
+		return map[string]any{"ok": "task events disabled"}
+	case "heartbeat":
+		ev := w.events.workerEvent("worker-heartbeat")
+		ev["freq"] = 5.0
+		w.events.send(ev)
+		return nil
+	case "stats":
+		return w.stats()
+	case "active_queues":
+		return w.activeQueues()
 	}
 	return map[string]any{"error": fmt.Sprintf("No such control command: %s", req.method)}
 }
@@ -259,6 +277,54 @@ func (w *Worker) activeInfo() []any {
 	})
 	if out == nil {
 		out = []any{}
+	}
+	return out
+}
+
+// stats answers `celery inspect stats` with the fields Flower reads.
+func (w *Worker) stats() map[string]any {
+	total := map[string]any{}
+	w.totals.Range(func(k, v any) bool {
+		total[k.(string)] = v.(*atomic.Int64).Load()
+		return true
+	})
+	broker := map[string]any{"transport": "amqp", "insist": false, "ssl": false,
+		"connect_timeout": int64(10), "transport_options": map[string]any{}, "login_method": "PLAIN",
+		"uri_prefix": nil, "heartbeat": 60.0, "failover_strategy": "round-robin", "alternates": []any{}}
+	if u, err := amqp.ParseURL(w.cfg.BrokerURL); err == nil {
+		broker["hostname"] = u.Host
+		broker["userid"] = u.Username
+		broker["virtual_host"] = u.Vhost
+		broker["port"] = int64(u.Port)
+		broker["ssl"] = u.Scheme == "amqps"
+	}
+	soft, hard := w.cfg.SoftTimeLimit.Seconds(), w.cfg.TimeLimit.Seconds()
+	return map[string]any{
+		"total":  total,
+		"pid":    int64(os.Getpid()),
+		"clock":  strconv.FormatInt(w.clock.Load(), 10),
+		"uptime": int64(time.Since(w.started).Seconds()),
+		"pool": map[string]any{"implementation": "gocelery:goroutines", "max-concurrency": int64(w.cfg.Concurrency),
+			"processes": []any{int64(os.Getpid())}, "max-tasks-per-child": nil,
+			"put-guarded-by-semaphore": false, "timeouts": []any{soft, hard}},
+		"broker":         broker,
+		"prefetch_count": int64(w.prefetch + int(w.held.Load())),
+		"rusage":         "N/A",
+	}
+}
+
+// activeQueues answers `celery inspect active_queues` in kombu's form.
+func (w *Worker) activeQueues() []any {
+	out := make([]any, 0, len(w.cfg.Queues))
+	for _, q := range w.cfg.Queues {
+		out = append(out, map[string]any{
+			"name": q, "routing_key": q, "durable": true, "exclusive": false, "auto_delete": false,
+			"no_ack": false, "alias": nil, "bindings": []any{}, "no_declare": nil, "expires": nil,
+			"message_ttl": nil, "max_length": nil, "max_length_bytes": nil, "max_priority": nil,
+			"queue_arguments": nil, "binding_arguments": nil, "consumer_arguments": nil,
+			"exchange": map[string]any{"name": q, "type": "direct", "arguments": nil, "durable": true,
+				"passive": false, "auto_delete": false, "delivery_mode": nil, "no_declare": false},
+		})
 	}
 	return out
 }

@@ -56,11 +56,19 @@ func (w *Worker) prepare(conn *amqp.Conn, d amqp.Delivery) *job {
 	if !ok {
 		log.Error().Msgf("Received unregistered task of type '%s'. The message has been ignored and discarded.", msg.Task)
 		w.store(context.Background(), &log, w.failureResult(msg, d, backends.NotRegistered(msg.Task), nil))
+		w.events.task("task-failed", msg.ID, map[string]any{"exception": excRepr(backends.NotRegistered(msg.Task))})
 		w.nack(&log, d, false)
 		return nil
 	}
 	j := &job{conn: conn, d: d, msg: msg, task: task, log: log}
 	log.Info().Msgf("Task %s[%s] received", msg.Name(), msg.ID)
+	if w.events.enabled.Load() {
+		w.events.task("task-received", msg.ID, map[string]any{
+			"name": msg.Name(), "args": msg.ArgsRepr, "kwargs": msg.KwargsRepr,
+			"root_id": nilIfEmpty(msg.RootID), "parent_id": nilIfEmpty(msg.ParentID),
+			"retries": int64(msg.Retries), "eta": isoOrNil(msg.ETA), "expires": isoOrNil(msg.Expires),
+		})
+	}
 	if w.expired(j) || w.isRevoked(j) {
 		return nil
 	}
@@ -143,6 +151,7 @@ func (w *Worker) discardRevoked(j *job, reason string) {
 	r.Result = backends.TaskRevoked(reason).Value()
 	w.store(context.Background(), &j.log, r)
 	w.onChordPart(j, backends.StatusRevoked, r.Result)
+	w.events.task("task-revoked", j.msg.ID, map[string]any{"terminated": false, "signum": nil, "expired": reason == "expired"})
 	w.ack(&j.log, j.d)
 }
 
@@ -196,6 +205,7 @@ func (w *Worker) rejectUndecodable(d amqp.Delivery, err error) {
 		}
 		msg := &protocol.Message{ID: de.TaskID, Task: de.TaskName}
 		w.store(context.Background(), &log, w.failureResult(msg, d, exc, nil))
+		w.events.task("task-rejected", de.TaskID, map[string]any{"requeue": false})
 	}
 	w.nack(&log, d, false)
 }
@@ -210,4 +220,18 @@ func (w *Worker) nack(log *zerolog.Logger, d amqp.Delivery, requeue bool) {
 	if err := d.Reject(requeue); err != nil {
 		log.Warn().Err(err).Bool("requeue", requeue).Msg("reject failed")
 	}
+}
+
+func nilIfEmpty(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+func isoOrNil(t *time.Time) any {
+	if t == nil {
+		return nil
+	}
+	return protocol.FormatTime(*t)
 }

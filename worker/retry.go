@@ -80,6 +80,14 @@ func (w *Worker) retry(j *job, rerr *tasks.RetryError) {
 	if rerr.Exc != nil {
 		reason = rerr.Exc.Error()
 	}
+	if w.events.enabled.Load() {
+		exc := "Retry(" + protocol.PyRepr(reason) + ")"
+		var tb any
+		if r.Traceback != nil {
+			tb = *r.Traceback
+		}
+		w.events.task("task-retried", m.ID, map[string]any{"exception": exc, "traceback": tb})
+	}
 	j.log.Info().Msgf("Task %s[%s] retry: Retry in %.0fs: %s", m.Name(), m.ID, time.Until(eta).Seconds(), reason)
 }
 

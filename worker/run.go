@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/celeryworker/gocelery/backends"
@@ -43,6 +44,8 @@ func (w *Worker) run(j *job) {
 		w.store(context.Background(), &j.log, r)
 	}
 	j.start = time.Now()
+	w.countTask(j.msg.Task)
+	w.events.task("task-started", j.msg.ID, nil)
 	out := w.execute(j, req)
 	w.record(j, out, ignore, func() {
 		// acks_late: only once the result is stored.
@@ -230,6 +233,9 @@ func (w *Worker) record(j *job, out outcome, ignore bool, finished func()) {
 			w.storeAsync(&j.log, r, finished)
 		}
 		w.onChordPart(j, backends.StatusSuccess, out.value)
+		if w.events.enabled.Load() {
+			w.events.task("task-succeeded", m.ID, map[string]any{"result": truncate(protocol.PyRepr(out.value), 1024), "runtime": runtime})
+		}
 		if e := j.log.Info(); e.Enabled() {
 			e.Float64("runtime", runtime).Msgf("Task %s[%s] succeeded in %.6fs: %s", m.Name(), m.ID, runtime, reprShort(out.value))
 		}
@@ -251,6 +257,7 @@ func (w *Worker) record(j *job, out outcome, ignore bool, finished func()) {
 		r.Result = backends.TaskRevoked("terminated").Value()
 		w.store(ctx, &j.log, r)
 		w.onChordPart(j, backends.StatusRevoked, r.Result)
+		w.events.task("task-revoked", m.ID, map[string]any{"terminated": true, "signum": "SIGTERM", "expired": false})
 		return
 	}
 	exc, tb := w.exceptionOf(out)
@@ -264,6 +271,11 @@ func (w *Worker) record(j *job, out outcome, ignore bool, finished func()) {
 func (w *Worker) fail(j *job, exc backends.ExceptionInfo, tb *string) {
 	r := w.failureResult(j.msg, j.d, exc, tb)
 	w.store(context.Background(), &j.log, r)
+	var tbText any
+	if tb != nil {
+		tbText = *tb
+	}
+	w.events.task("task-failed", j.msg.ID, map[string]any{"exception": excRepr(exc), "traceback": tbText})
 	w.onChordPart(j, backends.StatusFailure, r.Result)
 	w.onFailureCanvas(j, r)
 }
@@ -314,4 +326,20 @@ func reprShort(v any) string {
 		s = s[:253] + "..."
 	}
 	return s
+}
+
+// countTask counts a started task by name, for the stats command.
+func (w *Worker) countTask(name string) {
+	v, ok := w.totals.Load(name)
+	if !ok {
+		v, _ = w.totals.LoadOrStore(name, new(atomic.Int64))
+	}
+	v.(*atomic.Int64).Add(1)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-3] + "..."
 }

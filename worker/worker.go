@@ -67,6 +67,9 @@ type Worker struct {
 	prefetch int
 
 	jobs    chan *job // to the runners
+	events  *events
+	totals  sync.Map // task name -> *atomic.Int64, for the stats command
+	started time.Time
 	eta     *etaScheduler
 	limiter *rateLimiter
 
@@ -127,6 +130,8 @@ func New(cfg Config) (*Worker, error) {
 		stopped:  make(chan struct{}),
 	}
 	w.eta = newETAScheduler(w)
+	w.events = newEvents(w, cfg.TaskEvents)
+	w.started = time.Now()
 	w.quitCtx, w.stopTaking = context.WithCancel(context.Background())
 	w.quit = w.quitCtx.Done()
 	if cfg.PrefetchMultiplier > 0 {
@@ -179,6 +184,7 @@ func (w *Worker) Run() error {
 		go w.runner()
 	}
 	go w.eta.run()
+	go w.events.run()
 	backoff := 100 * time.Millisecond
 	ready := false
 	for {
@@ -208,6 +214,7 @@ func (w *Worker) Run() error {
 			w.log.Info().Msg("reconnected to broker")
 		}
 		go w.control(conn)
+		w.events.online(conn)
 		w.serve(conn, deliveries)
 		if w.quitting() {
 			// Run returns once Shutdown has let running tasks finish (or
@@ -307,6 +314,7 @@ func (w *Worker) Shutdown(ctx context.Context) error {
 		err = fmt.Errorf("worker: shutdown: %d tasks still running: %w", w.running.Load(), ctx.Err())
 		w.failAcknowledged("shutdown timeout")
 	}
+	w.events.offline()
 	w.closeConn()
 	w.stopOnce.Do(func() { close(w.stopped) })
 	select {
@@ -321,6 +329,7 @@ func (w *Worker) Shutdown(ctx context.Context) error {
 func (w *Worker) Close() error {
 	w.stopTaking()
 	w.failAcknowledged("cold shutdown")
+	w.events.offline()
 	w.closeConn()
 	w.stopOnce.Do(func() { close(w.stopped) })
 	return nil
