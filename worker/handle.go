@@ -60,6 +60,9 @@ func (w *Worker) prepare(conn *amqp.Conn, d amqp.Delivery) *job {
 		w.nack(&log, d, false)
 		return nil
 	}
+	// The decoded message is all that is needed from here on: dropping the
+	// raw headers and body keeps held ETA messages small.
+	d.Headers, d.Body = nil, nil
 	j := &job{conn: conn, d: d, msg: msg, task: task, log: log}
 	log.Info().Msgf("Task %s[%s] received", msg.Name(), msg.ID)
 	if w.events.enabled.Load() {

@@ -72,7 +72,7 @@ func main() {
 	flag.IntVar(&b.pyN, "py-n", 3000, "tasks per W1/W2 run for Python Celery (0: same as -n); its rate is steady long before")
 	flag.IntVar(&b.pyRuns, "py-runs", 0, "runs for Python Celery (0: same as -runs)")
 	flag.IntVar(&b.goC, "c", 16, "gocelery -c for W1/W2/W3")
-	flag.IntVar(&b.goPrefetchMult, "prefetch-multiplier", 4, "gocelery --prefetch-multiplier")
+	flag.IntVar(&b.goPrefetchMult, "prefetch-multiplier", 64, "gocelery --prefetch-multiplier (64 × -c 16 = 1024, the same window as the ceiling's 1000)")
 	flag.IntVar(&b.ceilPrefetch, "ceiling-prefetch", 1000, "prefetch of the raw ceiling consumer")
 	flag.IntVar(&b.w3N, "w3-n", 500, "W3 round trips")
 	flag.IntVar(&b.w4N, "w4-n", 2000, "W4 sleep(0.02) tasks")
