@@ -75,7 +75,7 @@ func main() {
 	flag.IntVar(&b.goPrefetchMult, "prefetch-multiplier", 64, "gocelery --prefetch-multiplier (64 × -c 16 = 1024, the same window as the ceiling's 1000)")
 	flag.IntVar(&b.ceilPrefetch, "ceiling-prefetch", 1000, "prefetch of the raw ceiling consumer")
 	flag.IntVar(&b.w3N, "w3-n", 500, "W3 round trips")
-	flag.IntVar(&b.w4N, "w4-n", 2000, "W4 sleep(0.02) tasks")
+	flag.IntVar(&b.w4N, "w4-n", 10000, "W4 sleep(0.02) tasks (with 2000 the ~0.1 s the broker needs to deliver them dominates the 0.2 s run)")
 	flag.IntVar(&b.w4C, "w4-c", 200, "W4 gocelery and ceiling concurrency")
 	flag.IntVar(&b.w4PyC, "w4-py-c", 64, "W4 Python threads pool size")
 	flag.IntVar(&b.w5N, "w5-n", 10000, "W5 countdown tasks held")
