@@ -1,6 +1,7 @@
 package amqp
 
 import (
+	"slices"
 	"sync"
 	"time"
 
@@ -171,15 +172,20 @@ func (a *acker) flushLocked(now int64, all bool) {
 		delete(a.settled, u)
 	}
 	a.next = t
+	var due []uint64
 	for tag, at := range a.acked {
 		if all || now-at >= int64(ackStragler) {
-			if err := a.ch.Ack(tag, false); err != nil {
-				a.err = err
-				return
-			}
-			delete(a.acked, tag)
-			a.settled[tag] = true
+			due = append(due, tag)
 		}
+	}
+	slices.Sort(due) // in delivery order, as a reader of the frames expects
+	for _, tag := range due {
+		if err := a.ch.Ack(tag, false); err != nil {
+			a.err = err
+			return
+		}
+		delete(a.acked, tag)
+		a.settled[tag] = true
 	}
 	a.pending = 0
 }
