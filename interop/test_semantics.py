@@ -83,9 +83,11 @@ def test_held_eta_tasks_do_not_block_ready_work(kind, start_worker, request):
     # One slot and prefetch 1: without raising the prefetch while holding
     # ETA messages, the ready task could not be delivered until they run.
     if kind == "py":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "observed with Celery 5.7 prefork -c 1 --prefetch-multiplier 1: the ready task "
-            "waits until the held ETA tasks run; gocelery raises the prefetch and does better")))
+        # Racy in Celery 5.7 (prefork -c 1 --prefetch-multiplier 1): in some runs the ready
+        # task waits until the held ETA tasks run, in others it does not. gocelery raises the
+        # prefetch before it holds each message, and must pass every time.
+        request.applymarker(pytest.mark.xfail(strict=False, reason=(
+            "racy in Celery 5.7: the ready task may wait for the held ETA tasks")))
     w = start_worker(kind, "--prefetch-multiplier", "1", concurrency=1)
     held = [w.send("gocelery.add", args=[i, 0], countdown=6) for i in range(3)]
     _, took = timed_get(w.send("gocelery.add", args=[1, 1]))

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -37,6 +38,7 @@ type workerFlags struct {
 	timeLimit, softTimeLimit                               float64
 	resultExpires                                          time.Duration
 	shutdownTimeout                                        time.Duration
+	cpuProfile                                             string
 }
 
 func parseWorkerFlags(args []string, stderr io.Writer) (*workerFlags, error) {
@@ -71,6 +73,7 @@ func parseWorkerFlags(args []string, stderr io.Writer) (*workerFlags, error) {
 	fs.Float64Var(&f.timeLimit, "time-limit", 0, "hard time limit in seconds for tasks that set none")
 	fs.Float64Var(&f.softTimeLimit, "soft-time-limit", 0, "soft time limit in seconds for tasks that set none")
 	fs.DurationVar(&f.resultExpires, "result-expires", 24*time.Hour, "how long results are kept (0 = forever)")
+	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile (pprof) to this file until the worker stops")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 0, "how long a graceful shutdown waits for running tasks (0 = until they finish)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -105,6 +108,21 @@ func runWorker(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		log.Error().Err(err).Msg("startup failed")
 		return 1
+	}
+	if f.cpuProfile != "" {
+		pf, err := os.Create(f.cpuProfile)
+		if err != nil {
+			log.Error().Err(err).Msg("--cpuprofile")
+			return 2
+		}
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			log.Error().Err(err).Msg("--cpuprofile")
+			return 2
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			pf.Close()
+		}()
 	}
 	var store worker.ResultStore
 	if f.backend != "" && f.backend != "disabled" {
