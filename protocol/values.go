@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"crypto/rand"
 	"encoding/hex"
 	"fmt"
 	"time"
@@ -53,6 +54,16 @@ func (u UUID) String() string {
 	b[23] = '-'
 	hex.Encode(b[24:], u[10:])
 	return string(b[:])
+}
+
+// NewUUID returns a random version 4 UUID string, as Celery's uuid() makes
+// task ids.
+func NewUUID() string {
+	var u UUID
+	_, _ = rand.Read(u[:])
+	u[6] = u[6]&0x0f | 0x40
+	u[8] = u[8]&0x3f | 0x80
+	return u.String()
 }
 
 // Hex is the 32-digit form kombu writes.

@@ -75,7 +75,7 @@ func (w *Worker) sendSignature(j *job, sig protocol.Signature, arg any, prepend 
 	}
 	id := sig.TaskID()
 	if id == "" {
-		id = newUUID()
+		id = protocol.NewUUID()
 	}
 	args := sig.Args
 	if prepend && !sig.Immutable {
@@ -290,7 +290,7 @@ func (w *Worker) sendGroup(j *job, sig protocol.Signature, arg any, prepend bool
 	}
 	gid := sig.TaskID()
 	if gid == "" {
-		gid = newUUID()
+		gid = protocol.NewUUID()
 	}
 	for i, m := range members {
 		m = withOptions(m, map[string]any{"group_id": gid, "group_index": int64(i)})
@@ -326,11 +326,11 @@ func (w *Worker) sendChord(j *job, sig protocol.Signature, arg any, prepend bool
 		}
 	}
 	if gid == "" {
-		gid = newUUID()
+		gid = protocol.NewUUID()
 	}
 	bodyID := body.TaskID()
 	if bodyID == "" {
-		bodyID = newUUID()
+		bodyID = protocol.NewUUID()
 	}
 	body = withOptions(body, map[string]any{"task_id": bodyID, "group_id": gid})
 	if len(header) == 0 {

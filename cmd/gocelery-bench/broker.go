@@ -13,6 +13,8 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/celeryworker/gocelery/protocol"
 )
 
 // template is one task message exactly as Celery 5.7's send_task wrote it:
@@ -42,23 +44,7 @@ func (t *template) instance(id string) amqp.Publishing {
 }
 
 // newID returns a random UUID4 string, as Celery's uuid().
-func newID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	var s [36]byte
-	hex.Encode(s[0:8], b[0:4])
-	s[8] = '-'
-	hex.Encode(s[9:13], b[4:6])
-	s[13] = '-'
-	hex.Encode(s[14:18], b[6:8])
-	s[18] = '-'
-	hex.Encode(s[19:23], b[8:10])
-	s[23] = '-'
-	hex.Encode(s[24:], b[10:])
-	return string(s[:])
-}
+func newID() string { return protocol.NewUUID() }
 
 func randSuffix() string {
 	var b [4]byte
