@@ -7,6 +7,8 @@ import uuid
 import pytest
 from kombu import Consumer, Exchange, Queue
 
+from conftest import wait_for
+
 T = 20
 
 
@@ -95,3 +97,34 @@ def test_inspect_stats_and_queues(worker, app):
     queues = insp.active_queues()[worker.node]
     assert [q["name"] for q in queues] == [worker.queue]
     assert "gocelery.add" in insp.registered()[worker.node]
+
+
+def test_inspect_active_reserved_scheduled(kind, start_worker, app):
+    w = start_worker(kind, concurrency=1)
+    busy = w.send("gocelery.sleep", args=[3])
+    waiting = w.send("gocelery.add", args=[1, 2])
+    later = w.send("gocelery.add", args=[3, 4], countdown=60)
+    insp = app.control.inspect([w.node], timeout=2)
+
+    def seen():
+        active = (insp.active() or {}).get(w.node, [])
+        reserved = (insp.reserved() or {}).get(w.node, [])
+        scheduled = (insp.scheduled() or {}).get(w.node, [])
+        return ([t["id"] for t in active] == [busy.id] and [t["id"] for t in reserved] == [waiting.id]
+                and [s["request"]["id"] for s in scheduled] == [later.id]) and (active, reserved, scheduled)
+
+    active, reserved, scheduled = wait_for(seen, timeout=T, what="inspect to list the three tasks")
+    assert active[0]["name"] == "gocelery.sleep" and active[0]["hostname"] == w.node
+    assert reserved[0]["args"] in ([1, 2], "(1, 2)", "[1, 2]")
+    from datetime import datetime, timezone
+    eta = datetime.fromisoformat(scheduled[0]["eta"])
+    assert 30 < (eta - datetime.now(timezone.utc)).total_seconds() <= 61
+    q = insp.query_task([busy.id])[w.node]
+    assert q[busy.id][0] == "active"
+    assert waiting.get(timeout=T) == 3
+
+
+def test_control_shutdown(kind, start_worker, app):
+    w = start_worker(kind)
+    app.control.shutdown(destination=[w.node])
+    assert w.proc.wait(30) == 0

@@ -21,6 +21,9 @@ import (
 
 // control serves Celery's remote control commands (celery control / inspect)
 // sent to the worker's pidbox queue, for the life of one connection.
+// It starts consuming before it returns, so a command sent as soon as the
+// worker has answered a task is not lost (the fanout drops messages for
+// queues not yet bound).
 func (w *Worker) control(conn *amqp.Conn) {
 	ds, err := conn.ConsumeControl(w.nodeName)
 	if err != nil {
@@ -29,9 +32,11 @@ func (w *Worker) control(conn *amqp.Conn) {
 		}
 		return
 	}
-	for d := range ds {
-		w.controlMessage(conn, &d)
-	}
+	go func() {
+		for d := range ds {
+			w.controlMessage(conn, &d)
+		}
+	}()
 }
 
 // controlRequest is a pidbox request body.
@@ -164,6 +169,27 @@ func (w *Worker) dispatchControl(req controlRequest) any {
 		return nil
 	case "stats":
 		return w.stats()
+	case "reserved":
+		return w.reservedInfo()
+	case "scheduled":
+		return w.scheduledInfo()
+	case "query_task":
+		return w.queryTask(stringList(a["ids"]))
+	case "conf":
+		return map[string]any{
+			"broker_url": amqp.Redacted(w.cfg.BrokerURL), "worker_concurrency": int64(w.cfg.Concurrency),
+			"worker_prefetch_multiplier": int64(w.cfg.PrefetchMultiplier), "task_track_started": w.cfg.TrackStarted,
+			"result_extended": w.cfg.ResultExtended, "worker_send_task_events": w.events.enabled.Load(),
+			"task_time_limit": nilIfZero(w.cfg.TimeLimit), "task_soft_time_limit": nilIfZero(w.cfg.SoftTimeLimit),
+		}
+	case "shutdown":
+		w.log.Warn().Msg("Got shutdown from remote")
+		go func() {
+			if err := w.Shutdown(context.Background()); err != nil {
+				w.log.Error().Err(err).Msg("shutdown")
+			}
+		}()
+		return nil
 	case "active_queues":
 		return w.activeQueues()
 	}
@@ -259,26 +285,86 @@ func (w *Worker) bumpClock(other int64) {
 
 func (w *Worker) tickClock() int64 { return w.clock.Add(1) }
 
+// requestInfo describes a task as inspect's request info does.
+func (w *Worker) requestInfo(m *protocol.Message, d *amqp.Delivery, start *time.Time, acknowledged bool) map[string]any {
+	var ts any
+	if start != nil {
+		ts = float64(start.UnixNano()) / 1e9
+	}
+	return map[string]any{
+		"id": m.ID, "name": m.Task, "args": m.Args, "kwargs": m.Kwargs,
+		"type": m.Task, "hostname": w.nodeName, "time_start": ts,
+		"acknowledged": acknowledged, "worker_pid": nil,
+		"delivery_info": map[string]any{"exchange": d.Exchange, "routing_key": d.RoutingKey,
+			"priority": int64(m.Priority), "redelivered": d.Redelivered},
+	}
+}
+
 func (w *Worker) activeInfo() []any {
-	var out []any
+	out := []any{}
 	w.active.Range(func(_, v any) bool {
 		a := v.(*activeTask)
-		out = append(out, map[string]any{
-			"id": a.msg.ID, "name": a.msg.Task, "args": a.msg.Args, "kwargs": a.msg.Kwargs,
-			"type": a.msg.Task, "hostname": w.nodeName, "time_start": float64(a.start.UnixNano()) / 1e9,
-			"acknowledged": !a.acksLate, "worker_pid": nil,
-			"delivery_info": map[string]any{"exchange": a.exchange, "routing_key": a.routingKey,
-				"priority": int64(a.msg.Priority), "redelivered": a.redelivered},
-		})
+		d := amqp.Delivery{Exchange: a.exchange, RoutingKey: a.routingKey, Redelivered: a.redelivered}
+		out = append(out, w.requestInfo(a.msg, &d, &a.start, !a.acksLate))
 		return true
 	})
-	sort.Slice(out, func(i, j int) bool {
-		return out[i].(map[string]any)["id"].(string) < out[j].(map[string]any)["id"].(string)
+	sortByID(out, func(v any) string { return v.(map[string]any)["id"].(string) })
+	return out
+}
+
+// jobsIn lists the accepted jobs in state.
+func (w *Worker) jobsIn(state int32) []*job {
+	var out []*job
+	w.known.Range(func(k, _ any) bool {
+		if j := k.(*job); j.state.Load() == state {
+			out = append(out, j)
+		}
+		return true
 	})
-	if out == nil {
-		out = []any{}
+	sort.Slice(out, func(a, b int) bool { return out[a].msg.ID < out[b].msg.ID })
+	return out
+}
+
+func (w *Worker) reservedInfo() []any {
+	out := []any{}
+	for _, j := range w.jobsIn(stateReserved) {
+		out = append(out, w.requestInfo(j.msg, &j.d, nil, false))
 	}
 	return out
+}
+
+func (w *Worker) scheduledInfo() []any {
+	out := []any{}
+	for _, j := range w.jobsIn(stateScheduled) {
+		out = append(out, map[string]any{"eta": protocol.FormatTime(*j.msg.ETA), "priority": int64(6),
+			"request": w.requestInfo(j.msg, &j.d, nil, false)})
+	}
+	return out
+}
+
+// queryTask answers query_task: {id: [state, request info]}.
+func (w *Worker) queryTask(ids []string) map[string]any {
+	want := map[string]bool{}
+	for _, id := range ids {
+		want[id] = true
+	}
+	out := map[string]any{}
+	w.known.Range(func(k, _ any) bool {
+		j := k.(*job)
+		if want[j.msg.ID] {
+			state := "reserved"
+			if j.state.Load() == stateActive {
+				state = "active"
+			}
+			out[j.msg.ID] = []any{state, w.requestInfo(j.msg, &j.d, nil, j.state.Load() == stateActive && !j.task.Options.AcksLate)}
+		}
+		return true
+	})
+	return out
+}
+
+func sortByID(list []any, id func(any) string) {
+	sort.Slice(list, func(i, j int) bool { return id(list[i]) < id(list[j]) })
 }
 
 // stats answers `celery inspect stats` with the fields Flower reads.
@@ -327,4 +413,11 @@ func (w *Worker) activeQueues() []any {
 		})
 	}
 	return out
+}
+
+func nilIfZero(d time.Duration) any {
+	if d == 0 {
+		return nil
+	}
+	return d.Seconds()
 }

@@ -74,9 +74,10 @@ func (s *etaScheduler) run() {
 				j := heap.Pop(&s.heap).(*job)
 				changed = true
 				if j.conn.IsClosed() {
-					w.inflight.Done() // the broker has requeued it
+					w.finish(j) // the broker has requeued it
 					continue
 				}
+				j.state.Store(stateReserved)
 				go w.afterETA(j)
 			}
 		case <-w.quit:
@@ -84,7 +85,7 @@ func (s *etaScheduler) run() {
 				if !j.conn.IsClosed() {
 					w.nack(&j.log, j.d, true)
 				}
-				w.inflight.Done()
+				w.finish(j)
 			}
 			s.heap = nil
 			w.held.Store(0)
@@ -93,7 +94,7 @@ func (s *etaScheduler) run() {
 				select {
 				case j := <-s.add:
 					w.nack(&j.log, j.d, true)
-					w.inflight.Done()
+					w.finish(j)
 				case <-w.done:
 					return
 				}

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -13,8 +14,16 @@ import (
 	"github.com/celeryworker/gocelery/tasks"
 )
 
+// Where a job is, for inspect reserved/scheduled/query_task.
+const (
+	stateReserved  int32 = iota // prefetched, waiting for a slot or a rate limit token
+	stateScheduled              // held until its ETA
+	stateActive                 // running
+)
+
 // job is one decoded task message on its way through the worker.
 type job struct {
+	state atomic.Int32
 	conn  *amqp.Conn
 	d     amqp.Delivery
 	msg   *protocol.Message
@@ -33,7 +42,9 @@ func (w *Worker) accept(conn *amqp.Conn, d amqp.Delivery) {
 		w.inflight.Done()
 		return
 	}
+	w.known.Store(j, struct{}{})
 	if j.msg.ETA != nil && time.Until(*j.msg.ETA) > 0 {
+		j.state.Store(stateScheduled)
 		w.eta.hold(j)
 		return
 	}
@@ -41,7 +52,16 @@ func (w *Worker) accept(conn *amqp.Conn, d amqp.Delivery) {
 		go w.afterETA(j)
 		return
 	}
-	w.dispatch(j)
+	// A free runner takes it at once; otherwise wait off the serve loop, which
+	// must keep receiving (ETA messages, other tasks) while all slots are busy.
+	if !w.quitting() {
+		select {
+		case w.jobs <- j:
+			return
+		default:
+		}
+	}
+	go w.dispatch(j)
 }
 
 // prepare decodes and checks a delivery; nil means it was settled.
@@ -82,12 +102,12 @@ func (w *Worker) prepare(conn *amqp.Conn, d amqp.Delivery) *job {
 // limit token, then dispatch.
 func (w *Worker) afterETA(j *job) {
 	if w.expired(j) || w.isRevoked(j) {
-		w.inflight.Done()
+		w.finish(j)
 		return
 	}
 	if err := w.limiter.Wait(w.quitCtx, j.msg.Task); err != nil {
 		w.nack(&j.log, j.d, true) // shutting down before it started: back to the queue
-		w.inflight.Done()
+		w.finish(j)
 		return
 	}
 	w.dispatch(j)
@@ -98,16 +118,16 @@ func (w *Worker) afterETA(j *job) {
 func (w *Worker) dispatch(j *job) {
 	if w.quitting() {
 		w.nack(&j.log, j.d, true)
-		w.inflight.Done()
+		w.finish(j)
 		return
 	}
 	select {
 	case w.jobs <- j:
 	case <-w.quit:
 		w.nack(&j.log, j.d, true)
-		w.inflight.Done()
+		w.finish(j)
 	case <-j.conn.Done():
-		w.inflight.Done() // the broker has requeued it
+		w.finish(j) // the broker has requeued it
 	}
 }
 
@@ -118,10 +138,11 @@ func (w *Worker) runner() {
 	for {
 		select {
 		case j := <-w.jobs:
+			j.state.Store(stateActive)
 			if !w.expired(j) && !w.isRevoked(j) && !w.alreadySucceeded(j) {
 				w.run(j)
 			}
-			w.inflight.Done()
+			w.finish(j)
 		case <-w.done:
 			return
 		}
@@ -237,4 +258,11 @@ func isoOrNil(t *time.Time) any {
 		return nil
 	}
 	return protocol.FormatTime(*t)
+}
+
+// finish ends a job's life in the worker: it is settled (or its
+// connection is gone) and no longer listed by inspect.
+func (w *Worker) finish(j *job) {
+	w.known.Delete(j)
+	w.inflight.Done()
 }

@@ -69,6 +69,7 @@ type Worker struct {
 	jobs    chan *job // to the runners
 	events  *events
 	totals  sync.Map // task name -> *atomic.Int64, for the stats command
+	known   sync.Map // *job -> struct{}: accepted and not yet settled
 	started time.Time
 	eta     *etaScheduler
 	limiter *rateLimiter
@@ -213,7 +214,6 @@ func (w *Worker) Run() error {
 		} else {
 			w.log.Info().Msg("reconnected to broker")
 		}
-		go w.control(conn)
 		w.events.online(conn)
 		w.serve(conn, deliveries)
 		if w.quitting() {
@@ -240,6 +240,7 @@ func (w *Worker) connect() (*amqp.Conn, <-chan amqp.Delivery, error) {
 			return nil, nil, err
 		}
 	}
+	w.control(conn) // before the task consumers: see control
 	ds, err := conn.Consume(w.cfg.Queues, w.prefetch+int(w.held.Load()), w.nodeName)
 	if err != nil {
 		conn.Close()
