@@ -138,6 +138,12 @@ func (w *Worker) runner() {
 	for {
 		select {
 		case j := <-w.jobs:
+			if w.quitting() {
+				// Queued before shutdown began and not started: back to the queue.
+				w.nack(&j.log, j.d, true)
+				w.finish(j)
+				continue
+			}
 			j.state.Store(stateActive)
 			if !w.expired(j) && !w.isRevoked(j) && !w.alreadySucceeded(j) {
 				w.run(j)

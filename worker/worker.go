@@ -123,12 +123,13 @@ func New(cfg Config) (*Worker, error) {
 		backend:  cfg.Backend,
 		nodeName: ExpandNodeName(cfg.NodeName, host),
 		origin:   fmt.Sprintf("gen%d@%s", os.Getpid(), host),
-		jobs:     make(chan *job),
-		limiter:  newRateLimiter(),
-		done:     make(chan struct{}),
-		revoked:  newRevokedSet(50000, 3*time.Hour),
-		ready:    make(chan struct{}),
-		stopped:  make(chan struct{}),
+		// Buffered so the serve loop hands prefetched jobs over without a
+		// goroutine each; sized in New once the prefetch is known.
+		limiter: newRateLimiter(),
+		done:    make(chan struct{}),
+		revoked: newRevokedSet(50000, 3*time.Hour),
+		ready:   make(chan struct{}),
+		stopped: make(chan struct{}),
 	}
 	w.eta = newETAScheduler(w)
 	w.events = newEvents(w, cfg.TaskEvents)
@@ -138,6 +139,11 @@ func New(cfg Config) (*Worker, error) {
 	if cfg.PrefetchMultiplier > 0 {
 		w.prefetch = cfg.Concurrency * cfg.PrefetchMultiplier
 	}
+	queued := w.prefetch
+	if queued <= 0 || queued > 4096 {
+		queued = 4096
+	}
+	w.jobs = make(chan *job, queued)
 	if cfg.Logger != nil {
 		w.log = *cfg.Logger
 	} else {
@@ -302,6 +308,7 @@ func (w *Worker) quitting() bool {
 // (acks_late) messages.
 func (w *Worker) Shutdown(ctx context.Context) error {
 	w.stopTaking()
+	w.requeueQueued()
 	finished := make(chan struct{})
 	go func() {
 		w.inflight.Wait()
@@ -323,6 +330,20 @@ func (w *Worker) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	return err
+}
+
+// requeueQueued sends jobs waiting for a runner back to the broker now,
+// rather than when a busy runner gets to them.
+func (w *Worker) requeueQueued() {
+	for {
+		select {
+		case j := <-w.jobs:
+			w.nack(&j.log, j.d, true)
+			w.finish(j)
+		default:
+			return
+		}
+	}
 }
 
 // Close stops at once: the connection is closed and the broker requeues
