@@ -18,15 +18,16 @@ import (
 type acker struct {
 	ch ackChannel
 
-	mu      sync.Mutex
-	next    uint64           // every tag below next is settled on the wire
-	acked   map[uint64]int64 // acked by the worker, not yet sent: tag -> unix nanos
-	settled map[uint64]bool  // sent individually (ack or reject) while above next
-	pending int              // len(acked) in the contiguous run, roughly
-	kick    chan struct{}
-	done    chan struct{}
-	stopped chan struct{}
-	err     error
+	mu        sync.Mutex
+	next      uint64           // every tag below next is settled on the wire
+	acked     map[uint64]int64 // acked by the worker, not yet sent: tag -> unix nanos
+	settled   map[uint64]bool  // sent individually (ack or reject) while above next
+	pending   int              // len(acked) in the contiguous run, roughly
+	kick      chan struct{}
+	closeOnce sync.Once
+	done      chan struct{}
+	stopped   chan struct{}
+	err       error
 }
 
 const (
@@ -217,12 +218,9 @@ func (a *acker) settleBelowLocked(limit uint64) {
 	}
 }
 
-// close sends every waiting ack and stops the loop.
+// close sends every waiting ack and stops the loop; it may be called from
+// several goroutines (Close and the lost-channel watcher).
 func (a *acker) close() {
-	select {
-	case <-a.done:
-	default:
-		close(a.done)
-	}
+	a.closeOnce.Do(func() { close(a.done) })
 	<-a.stopped
 }

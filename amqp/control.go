@@ -1,9 +1,12 @@
 package amqp
 
 import (
+	"context"
 	"fmt"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"github.com/celeryworker/gocelery/protocol"
 )
 
 // Mailbox entity names, as kombu's pidbox declares them for Celery's
@@ -18,14 +21,14 @@ const (
 // x-message-ttl 300 s, bound to the celery.pidbox fanout exchange) and the
 // reply exchange, and consumes the queue without acknowledgements, as
 // kombu's Mailbox does.
-func (c *Conn) ConsumeControl(node string) (<-chan Delivery, error) {
-	ch, err := c.conn.Channel()
+func (c *Conn) ConsumeControl(_ context.Context, node string) (<-chan *protocol.Envelope, error) {
+	ch, err := c.channel()
 	if err != nil {
-		return nil, fmt.Errorf("amqp: open control channel: %w", err)
+		return nil, err
 	}
-	fail := func(what string, err error) (<-chan Delivery, error) {
+	fail := func(what string, err error) (<-chan *protocol.Envelope, error) {
 		ch.Close()
-		return nil, fmt.Errorf("amqp: %s: %w", what, err)
+		return nil, fmt.Errorf("amqp: %s: %w", what, classify(err))
 	}
 	if err := ch.ExchangeDeclare(ControlExchange, "fanout", false, false, false, false, nil); err != nil {
 		return fail("declare exchange "+ControlExchange, err)
@@ -45,39 +48,45 @@ func (c *Conn) ConsumeControl(node string) (<-chan Delivery, error) {
 	if err != nil {
 		return fail(fmt.Sprintf("consume queue %q", q), err)
 	}
-	return ds, nil
+	out := make(chan *protocol.Envelope)
+	go func() {
+		defer close(out)
+		for d := range ds {
+			out <- EnvelopeOf(&d)
+		}
+	}()
+	return out, nil
 }
 
 // EventExchange is Celery's event exchange (topic, durable).
 const EventExchange = "celeryev"
 
-// DeclareEventExchange declares celeryev as kombu does.
-func (c *Conn) DeclareEventExchange() error {
-	ch, err := c.conn.Channel()
+// PublishEvent sends an event to celeryev without waiting for a confirm,
+// on a channel of its own: events are transient and best effort, as in
+// Celery. The exchange is declared on first use on each connection.
+func (c *Conn) PublishEvent(_ context.Context, routingKey string, env *protocol.Envelope) error {
+	pub, err := PublishingOf(env)
 	if err != nil {
-		return fmt.Errorf("amqp: open channel: %w", err)
+		return err
 	}
-	defer ch.Close()
-	if err := ch.ExchangeDeclare(EventExchange, "topic", true, false, false, false, nil); err != nil {
-		return fmt.Errorf("amqp: declare exchange %q: %w", EventExchange, err)
-	}
-	return nil
-}
-
-// PublishTransient sends a message without waiting for a confirm, on a
-// channel of its own: events are transient and best effort, as in Celery.
-func (c *Conn) PublishTransient(exchange, key string, msg amqp091.Publishing) error {
 	c.eventMu.Lock()
 	defer c.eventMu.Unlock()
 	if c.eventCh == nil || c.eventCh.IsClosed() {
-		ch, err := c.conn.Channel()
+		ch, err := c.channel()
 		if err != nil {
-			return fmt.Errorf("amqp: open event channel: %w", err)
+			return err
 		}
 		c.eventCh = ch
+		c.eventDeclared = false
 	}
-	if err := c.eventCh.Publish(exchange, key, false, false, msg); err != nil {
-		return fmt.Errorf("amqp: publish to %q/%q: %w", exchange, key, err)
+	if !c.eventDeclared {
+		if err := c.eventCh.ExchangeDeclare(EventExchange, "topic", true, false, false, false, nil); err != nil {
+			return fmt.Errorf("amqp: declare exchange %q: %w", EventExchange, err)
+		}
+		c.eventDeclared = true
+	}
+	if err := c.eventCh.Publish(EventExchange, routingKey, false, false, pub); err != nil {
+		return fmt.Errorf("amqp: publish to %q/%q: %w", EventExchange, routingKey, err)
 	}
 	return nil
 }

@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"github.com/celeryworker/gocelery/internal/redact"
 )
 
 // DefaultURL is Celery's default broker.
@@ -25,7 +27,7 @@ func ParseURL(raw string) (amqp091.URI, error) {
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return amqp091.URI{}, fmt.Errorf("amqp: broker URL: %w", redact(err, raw))
+		return amqp091.URI{}, fmt.Errorf("amqp: broker URL: %w", redactErr(err, raw))
 	}
 	switch u.Scheme {
 	case "amqp", "pyamqp", "librabbitmq":
@@ -46,32 +48,13 @@ func ParseURL(raw string) (amqp091.URI, error) {
 	u.RawPath = ""
 	uri, err := amqp091.ParseURI(u.String())
 	if err != nil {
-		return amqp091.URI{}, fmt.Errorf("amqp: broker URL: %w", redact(err, raw))
+		return amqp091.URI{}, fmt.Errorf("amqp: broker URL: %w", redactErr(err, raw))
 	}
 	uri.Vhost = vhost
 	return uri, nil
 }
 
 // Redacted returns the URL with its password hidden, for logs and errors.
-func Redacted(raw string) string {
-	scheme, rest, ok := strings.Cut(raw, "://")
-	if !ok {
-		return raw
-	}
-	at := strings.LastIndexByte(rest, '@')
-	if at < 0 {
-		return raw
-	}
-	user, _, hasPass := strings.Cut(rest[:at], ":")
-	if !hasPass {
-		return raw
-	}
-	return scheme + "://" + user + ":xxxxx@" + rest[at+1:]
-}
+func Redacted(raw string) string { return redact.URL(raw) }
 
-func redact(err error, raw string) error {
-	if red := Redacted(raw); red != raw {
-		return fmt.Errorf("%s", strings.ReplaceAll(err.Error(), raw, red))
-	}
-	return err
-}
+func redactErr(err error, raw string) error { return redact.Error(err, raw) }

@@ -5,12 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	neturl "net/url"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/celeryworker/gocelery/internal/redact"
 )
 
 // KeyPrefix is the prefix of task state keys.
@@ -32,7 +33,10 @@ type RedisParams struct {
 // Redis is Celery's Redis result backend.
 type Redis struct {
 	startWriter sync.Once
+	writeMu     sync.RWMutex // held for reading while queueing a write
+	closed      bool
 	writes      chan pendingWrite
+	writerDone  chan struct{}
 
 	client   *redis.Client
 	ttl      time.Duration
@@ -71,12 +75,8 @@ func NewRedis(p RedisParams) (*Redis, error) {
 	}
 	opts, err := redis.ParseURL(url)
 	if err != nil {
-		// net/url's parse errors quote the whole URL, password included.
-		var ue *neturl.Error
-		if errors.As(err, &ue) {
-			ue.URL = redactURL(ue.URL)
-		}
-		return nil, fmt.Errorf("backends: result backend URL %q: %w", redactURL(url), err)
+		// Parse errors quote the URL, password included.
+		return nil, misconfigured{fmt.Errorf("backends: result backend URL %q: %w", redact.URL(url), redact.Error(err, url))}
 	}
 	ttl := p.Expires
 	if ttl == 0 {
@@ -95,16 +95,39 @@ func (r *Redis) Client() *redis.Client { return r.client }
 // Key is the state key of a task id.
 func (r *Redis) Key(taskID string) string { return r.prefix + KeyPrefix + taskID }
 
-// Ping checks the connection.
+// Ping checks the connection and the password. go-redis logs in with
+// HELLO ... AUTH default <password>, which a server without a password
+// lets in whatever the password; redis-py (Python Celery) sends
+// AUTH <password>, which such a server refuses. Ping sends the same AUTH,
+// so a password the server does not know is reported as Celery reports it.
 func (r *Redis) Ping(ctx context.Context) error {
 	if err := r.client.Ping(ctx).Err(); err != nil {
 		return fmt.Errorf("backends: redis ping: %w", err)
 	}
+	if o := r.client.Options(); o.Password != "" && o.Username == "" && o.CredentialsProvider == nil {
+		if err := r.client.Do(ctx, "AUTH", o.Password).Err(); err != nil {
+			return fmt.Errorf("backends: redis AUTH: %w", err)
+		}
+	}
 	return nil
 }
 
-// ErrTooLarge: the document is over Celery's 512 MB value limit.
+// ErrMisconfigured marks backend errors no retry can heal (a URL that
+// cannot work).
+var ErrMisconfigured = errors.New("misconfigured")
+
+type misconfigured struct{ err error }
+
+func (m misconfigured) Error() string   { return m.err.Error() }
+func (m misconfigured) Unwrap() []error { return []error{m.err, ErrMisconfigured} }
+
+// ErrTooLarge: the document is over Redis's 512 MB value limit.
 var ErrTooLarge = errors.New("backends: result is larger than 512 MB")
+
+// ErrClosed: the backend was closed.
+var ErrClosed = errors.New("backends: closed")
+
+const maxDocument = 512 * 1024 * 1024
 
 // Store writes res, publishing it for waiting clients. A stored SUCCESS
 // is never overwritten.
@@ -113,7 +136,7 @@ func (r *Redis) Store(ctx context.Context, res *Result) error {
 	if err != nil {
 		return fmt.Errorf("backends: encode result of %s: %w", res.TaskID, err)
 	}
-	if len(doc) > 512*1024*1024 {
+	if len(doc) > maxDocument {
 		return ErrTooLarge
 	}
 	ttl := int64(r.ttl / time.Second)
@@ -153,14 +176,9 @@ func (r *Redis) Status(ctx context.Context, taskID string) (string, error) {
 	return doc.Status, nil
 }
 
-// Close closes the connection pool.
-func (r *Redis) Close() error { return r.client.Close() }
-
-func redactURL(u string) string {
-	if at := strings.LastIndex(u, "@"); at >= 0 {
-		if scheme := strings.Index(u, "://"); scheme >= 0 && scheme < at {
-			return u[:scheme+3] + "***" + u[at:]
-		}
-	}
-	return u
+// Close writes what StoreAsync has queued, stops the writer and closes
+// the connection pool.
+func (r *Redis) Close() error {
+	r.stopWriter()
+	return r.client.Close()
 }

@@ -410,7 +410,7 @@ func TestRedisBadURL(t *testing.T) {
 		{url: "http://127.0.0.1:6379/0", mention: "http://127.0.0.1:6379/0"},
 		{url: "redis://127.0.0.1:6379/notadb", mention: "redis://127.0.0.1:6379/notadb"},
 		{url: "redis://127.0.0.1:6379/0/extra", mention: "redis://127.0.0.1:6379/0/extra"},
-		{url: "redis://user:s3cret@127.0.0.1:6379/abc", mention: "redis://***@127.0.0.1:6379/abc", secret: "s3cret"},
+		{url: "redis://user:s3cret@127.0.0.1:6379/abc", mention: "redis://user:****@127.0.0.1:6379/abc", secret: "s3cret"},
 		{url: "redis://user:s3cret@127.0.0.1:bad port/0", mention: "127.0.0.1:bad port/0", secret: "s3cret"},
 		{url: "redis://:s3cret@127.0.0.1:6379/0?bogus=1", mention: "127.0.0.1:6379/0?bogus=1", secret: "s3cret"},
 	}

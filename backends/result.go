@@ -136,7 +136,7 @@ func (r *Result) Encode(extended bool) ([]byte, error) {
 	}
 	if extended {
 		b = append(b, `, "name": `...)
-		b, _ = protocol.AppendJSON(b, nilIfEmpty(r.Name))
+		b, _ = protocol.AppendJSON(b, protocol.NilIfEmpty(r.Name))
 		b = append(b, `, "args": `...)
 		args := r.Args
 		if args == nil {
@@ -154,21 +154,14 @@ func (r *Result) Encode(extended bool) ([]byte, error) {
 			return nil, err
 		}
 		b = append(b, `, "worker": `...)
-		b, _ = protocol.AppendJSON(b, nilIfEmpty(r.Worker))
+		b, _ = protocol.AppendJSON(b, protocol.NilIfEmpty(r.Worker))
 		b = append(b, `, "retries": `...)
 		b = strconv.AppendInt(b, int64(r.Retries), 10)
 		b = append(b, `, "queue": `...)
-		b, _ = protocol.AppendJSON(b, nilIfEmpty(r.Queue))
+		b, _ = protocol.AppendJSON(b, protocol.NilIfEmpty(r.Queue))
 	}
 	b = append(b, `, "task_id": `...)
 	b, _ = protocol.AppendJSON(b, r.TaskID)
 	b = append(b, '}')
 	return b, nil
-}
-
-func nilIfEmpty(s string) any {
-	if s == "" {
-		return nil
-	}
-	return s
 }

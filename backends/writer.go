@@ -2,6 +2,8 @@ package backends
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -26,17 +28,47 @@ const maxBatch = 256
 func (r *Redis) StoreAsync(res *Result, done func(error)) {
 	doc, err := res.Encode(r.extended)
 	if err != nil {
-		done(err)
+		done(fmt.Errorf("backends: encode result of %s: %w", res.TaskID, err))
+		return
+	}
+	if len(doc) > maxDocument {
+		done(ErrTooLarge)
+		return
+	}
+	r.writeMu.RLock()
+	defer r.writeMu.RUnlock()
+	if r.closed {
+		done(ErrClosed)
 		return
 	}
 	r.startWriter.Do(func() {
 		r.writes = make(chan pendingWrite, 4096)
+		r.writerDone = make(chan struct{})
 		go r.writer()
 	})
 	r.writes <- pendingWrite{key: r.Key(res.TaskID), doc: doc, id: res.TaskID, done: done}
 }
 
+// stopWriter lets the writer finish what is queued and waits for it.
+func (r *Redis) stopWriter() {
+	r.writeMu.Lock()
+	if r.closed {
+		r.writeMu.Unlock()
+		return
+	}
+	r.closed = true
+	started := r.writes != nil
+	if started {
+		close(r.writes)
+	}
+	r.writeMu.Unlock()
+	if started {
+		<-r.writerDone
+	}
+}
+
 func (r *Redis) writer() {
+	defer close(r.writerDone)
 	batch := make([]pendingWrite, 0, maxBatch)
 	for w := range r.writes {
 		batch = append(batch[:0], w)
@@ -76,7 +108,7 @@ func (r *Redis) writeBatch(batch []pendingWrite) {
 			// First use on this server: Run loads the script.
 			err = storeScript.Run(ctx, r.client, []string{w.key}, w.doc, ttl).Err()
 		}
-		if err == redis.Nil {
+		if errors.Is(err, redis.Nil) {
 			err = nil
 		}
 		w.done(err)

@@ -1,4 +1,4 @@
-"""The conformance task set (shared/conformance-tasks.md) as a Python Celery
+"""The conformance task set (docs/tasks.md) as a Python Celery
 module, so every interop test can run against the Python worker too and the
 two workers can be compared case by case:
 

@@ -56,9 +56,9 @@ func Decompress(name string, body []byte) ([]byte, error) {
 	return out, nil
 }
 
-// Compress compresses body for the given compression ("zlib"/"gzip" or
-// "bzip2"; bzip2 is decode-only in Go's standard library, so only zlib is
-// offered for encoding). It returns the header value to send.
+// Compress compresses body for the given compression: "zlib" or "gzip"
+// (kombu's "gzip" is zlib data too). bzip2 is decode-only in Go's standard
+// library, so it is not offered. It returns the header value to send.
 func Compress(name string, body []byte) (header string, out []byte, err error) {
 	switch name {
 	case "", "none":

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -39,7 +40,8 @@ func Decode(env *Envelope, opts DecodeOptions) (*Message, error) {
 	fail := func(err error) (*Message, error) {
 		de, ok := err.(*DecodeError)
 		if !ok {
-			de = &DecodeError{Reason: err.Error(), Err: ErrMalformed}
+			// The inner error already names the package.
+			de = &DecodeError{Reason: strings.TrimPrefix(err.Error(), "protocol: "), Err: ErrMalformed}
 		}
 		if de.TaskID == "" {
 			de.TaskID = m.ID
@@ -57,7 +59,7 @@ func Decode(env *Envelope, opts DecodeOptions) (*Message, error) {
 	if c, ok := env.Headers["compression"]; ok && c != nil {
 		cs, ok := c.(string)
 		if !ok {
-			return fail(malformed("compression header is %s, want str", pyTypeName(c)))
+			return fail(malformed("compression header is %s, want str", PyTypeName(c)))
 		}
 		var err error
 		if body, err = Decompress(cs, body); err != nil {
@@ -129,7 +131,7 @@ func (m *Message) readV2Headers(h map[string]any) error {
 			if v != nil {
 				s, ok := v.(map[string]any)
 				if !ok {
-					err = malformed("header stamps is %s, want dict", pyTypeName(v))
+					err = malformed("header stamps is %s, want dict", PyTypeName(v))
 				}
 				m.Stamps = s
 			}
@@ -160,7 +162,7 @@ func (m *Message) readV2Body(payload any) error {
 		}
 		embed, ok := b[2].(map[string]any)
 		if !ok {
-			return malformed("embed is %s, want dict", pyTypeName(b[2]))
+			return malformed("embed is %s, want dict", PyTypeName(b[2]))
 		}
 		return m.readEmbed(embed)
 	case map[string]any:
@@ -170,21 +172,21 @@ func (m *Message) readV2Body(payload any) error {
 		}
 		return m.readEmbed(b)
 	}
-	return malformed("body is %s, want [args, kwargs, embed]", pyTypeName(payload))
+	return malformed("body is %s, want [args, kwargs, embed]", PyTypeName(payload))
 }
 
 func (m *Message) setArgs(args, kwargs any) error {
 	if args != nil {
 		a, ok := args.([]any)
 		if !ok {
-			return malformed("args is %s, want list", pyTypeName(args))
+			return malformed("args is %s, want list", PyTypeName(args))
 		}
 		m.Args = a
 	}
 	if kwargs != nil {
 		k, ok := kwargs.(map[string]any)
 		if !ok {
-			return malformed("kwargs is %s, want dict", pyTypeName(kwargs))
+			return malformed("kwargs is %s, want dict", PyTypeName(kwargs))
 		}
 		m.Kwargs = k
 	}
@@ -222,7 +224,7 @@ func (m *Message) readEmbed(e map[string]any) error {
 func (m *Message) readV1(payload any, headers map[string]any) error {
 	b, ok := payload.(map[string]any)
 	if !ok {
-		return malformed("message has no task header and its body is %s, not a protocol v1 dict", pyTypeName(payload))
+		return malformed("message has no task header and its body is %s, not a protocol v1 dict", PyTypeName(payload))
 	}
 	var err error
 	if m.Task, err = optString("task", b["task"]); err != nil {
@@ -299,7 +301,7 @@ func optString(name string, v any) (string, error) {
 	case []byte:
 		return string(s), nil
 	}
-	return "", malformed("%s is %s, want str", name, pyTypeName(v))
+	return "", malformed("%s is %s, want str", name, PyTypeName(v))
 }
 
 func optBool(name string, v any) (bool, error) {
@@ -309,7 +311,7 @@ func optBool(name string, v any) (bool, error) {
 	case bool:
 		return b, nil
 	}
-	return false, malformed("%s is %s, want bool", name, pyTypeName(v))
+	return false, malformed("%s is %s, want bool", name, PyTypeName(v))
 }
 
 func toInt64(v any) (int64, bool) {
@@ -367,7 +369,7 @@ func optInt(name string, v any) (int, error) {
 	}
 	i, ok := toInt64(v)
 	if !ok || i < math.MinInt32 || i > math.MaxInt32 {
-		return 0, malformed("%s is %s %v, want int", name, pyTypeName(v), v)
+		return 0, malformed("%s is %s %v, want int", name, PyTypeName(v), v)
 	}
 	return int(i), nil
 }
@@ -389,13 +391,13 @@ func optStrings(name string, v any) ([]string, error) {
 	}
 	list, ok := v.([]any)
 	if !ok {
-		return nil, malformed("%s is %s, want list", name, pyTypeName(v))
+		return nil, malformed("%s is %s, want list", name, PyTypeName(v))
 	}
 	out := make([]string, 0, len(list))
 	for _, e := range list {
 		s, ok := e.(string)
 		if !ok {
-			return nil, malformed("%s holds %s, want str", name, pyTypeName(e))
+			return nil, malformed("%s holds %s, want str", name, PyTypeName(e))
 		}
 		out = append(out, s)
 	}
@@ -420,7 +422,7 @@ func optTime(name string, v any) (*time.Time, error) {
 	case DateTime:
 		return &t.Time, nil
 	}
-	return nil, malformed("%s is %s, want an ISO-8601 str", name, pyTypeName(v))
+	return nil, malformed("%s is %s, want an ISO-8601 str", name, PyTypeName(v))
 }
 
 func readTimeLimit(v any) (TimeLimit, error) {

@@ -70,10 +70,10 @@ func Encode(m *Message, opts EncodeOptions) (*Envelope, error) {
 	h["lang"] = "go"
 	h["task"] = m.Task
 	h["id"] = m.ID
-	h["shadow"] = nilIfEmpty(m.Shadow)
+	h["shadow"] = NilIfEmpty(m.Shadow)
 	h["eta"] = timeHeader(m.ETA)
 	h["expires"] = timeHeader(m.Expires)
-	h["group"] = nilIfEmpty(m.Group)
+	h["group"] = NilIfEmpty(m.Group)
 	if m.GroupIndex != nil {
 		h["group_index"] = int64(*m.GroupIndex)
 	} else {
@@ -82,7 +82,7 @@ func Encode(m *Message, opts EncodeOptions) (*Envelope, error) {
 	h["retries"] = int64(m.Retries)
 	h["timelimit"] = []any{limitValue(m.TimeLimit.Hard), limitValue(m.TimeLimit.Soft)}
 	h["root_id"] = rootID
-	h["parent_id"] = nilIfEmpty(m.ParentID)
+	h["parent_id"] = NilIfEmpty(m.ParentID)
 	h["argsrepr"] = argsRepr
 	h["kwargsrepr"] = kwargsRepr
 	h["origin"] = m.Origin
@@ -130,7 +130,8 @@ func Encode(m *Message, opts EncodeOptions) (*Envelope, error) {
 	}, nil
 }
 
-func nilIfEmpty(s string) any {
+// NilIfEmpty is nil for "" (Python's None) and s otherwise.
+func NilIfEmpty(s string) any {
 	if s == "" {
 		return nil
 	}

@@ -32,7 +32,7 @@ func (s *Signature) TaskID() string {
 func SignatureFromValue(v any) (Signature, error) {
 	m, ok := v.(map[string]any)
 	if !ok {
-		return Signature{}, fmt.Errorf("signature is %s, want a dict", pyTypeName(v))
+		return Signature{}, fmt.Errorf("signature is %s, want a dict", PyTypeName(v))
 	}
 	var s Signature
 	for k, val := range m {
@@ -78,7 +78,7 @@ func SignatureFromValue(v any) (Signature, error) {
 			ok = true
 		}
 		if !ok {
-			return Signature{}, fmt.Errorf("signature field %q is %s", k, pyTypeName(val))
+			return Signature{}, fmt.Errorf("signature field %q is %s", k, PyTypeName(val))
 		}
 	}
 	if s.Task == "" {
@@ -93,7 +93,7 @@ func signaturesFromValue(v any) ([]Signature, error) {
 	}
 	list, ok := v.([]any)
 	if !ok {
-		return nil, fmt.Errorf("want a list of signatures, got %s", pyTypeName(v))
+		return nil, fmt.Errorf("want a list of signatures, got %s", PyTypeName(v))
 	}
 	out := make([]Signature, 0, len(list))
 	for _, e := range list {
@@ -185,5 +185,3 @@ func PyTypeName(v any) string {
 	}
 	return fmt.Sprintf("%T", v)
 }
-
-func pyTypeName(v any) string { return PyTypeName(v) }

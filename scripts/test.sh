@@ -10,6 +10,11 @@ bash scripts/venv.sh >/dev/null
 
 echo "== go vet"
 go vet ./...
+echo "== the worker knows no broker library"
+if go list -deps ./worker | grep -E 'amqp091|gocelery/amqp$'; then
+  echo "worker/ must reach brokers only through broker/ (see the list above)" >&2
+  exit 1
+fi
 echo "== go test -race"
 go test -race -count=1 ./...
 echo "== fuzz (bounded)"
@@ -19,4 +24,5 @@ go test -run '^$' -fuzz '^FuzzDecodeMsgpack$' -fuzztime "${FUZZTIME:-10s}" ./pro
 echo "== interop (Python Celery against gocelery and the Python worker)"
 mkdir -p .build
 go build -o .build/gocelery ./cmd/gocelery
-GOCELERY_BIN="$PWD/.build/gocelery" .venv/bin/python -m pytest interop -p no:cacheprovider "$@"
+go build -o .build/orders ./examples/orders
+GOCELERY_BIN="$PWD/.build/gocelery" GOCELERY_EXAMPLE_BIN="$PWD/.build/orders" .venv/bin/python -m pytest interop -p no:cacheprovider "$@"

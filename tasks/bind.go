@@ -236,17 +236,17 @@ func Convert(v any, t reflect.Type) (reflect.Value, error) {
 			}
 			return reflect.ValueOf(tm), nil
 		}
-		return reflect.Value{}, fmt.Errorf("expected datetime, got %s", pyType(v))
+		return reflect.Value{}, fmt.Errorf("expected datetime, got %s", protocol.PyTypeName(v))
 	case bigType:
 		b, ok := AsBigInt(v)
 		if !ok {
-			return reflect.Value{}, fmt.Errorf("expected int, got %s", pyType(v))
+			return reflect.Value{}, fmt.Errorf("expected int, got %s", protocol.PyTypeName(v))
 		}
 		return reflect.ValueOf(b), nil
 	case durationT:
 		f, ok := AsFloat(v)
 		if !ok {
-			return reflect.Value{}, fmt.Errorf("expected seconds, got %s", pyType(v))
+			return reflect.Value{}, fmt.Errorf("expected seconds, got %s", protocol.PyTypeName(v))
 		}
 		return reflect.ValueOf(time.Duration(f * float64(time.Second))), nil
 	}
@@ -254,7 +254,7 @@ func Convert(v any, t reflect.Type) (reflect.Value, error) {
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
 		b, ok := AsBigInt(v)
 		if !ok {
-			return reflect.Value{}, fmt.Errorf("expected int, got %s", pyType(v))
+			return reflect.Value{}, fmt.Errorf("expected int, got %s", protocol.PyTypeName(v))
 		}
 		if !b.IsInt64() || reflect.Zero(t).OverflowInt(b.Int64()) {
 			return reflect.Value{}, fmt.Errorf("integer %s overflows %s", b, t)
@@ -263,7 +263,7 @@ func Convert(v any, t reflect.Type) (reflect.Value, error) {
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
 		b, ok := AsBigInt(v)
 		if !ok {
-			return reflect.Value{}, fmt.Errorf("expected int, got %s", pyType(v))
+			return reflect.Value{}, fmt.Errorf("expected int, got %s", protocol.PyTypeName(v))
 		}
 		if b.Sign() < 0 || !b.IsUint64() || reflect.Zero(t).OverflowUint(b.Uint64()) {
 			return reflect.Value{}, fmt.Errorf("integer %s overflows %s", b, t)
@@ -272,19 +272,19 @@ func Convert(v any, t reflect.Type) (reflect.Value, error) {
 	case reflect.Float32, reflect.Float64:
 		f, ok := AsFloat(v)
 		if !ok {
-			return reflect.Value{}, fmt.Errorf("expected float, got %s", pyType(v))
+			return reflect.Value{}, fmt.Errorf("expected float, got %s", protocol.PyTypeName(v))
 		}
 		return reflect.ValueOf(f).Convert(t), nil
 	case reflect.String:
 		s, ok := v.(string)
 		if !ok {
-			return reflect.Value{}, fmt.Errorf("expected str, got %s", pyType(v))
+			return reflect.Value{}, fmt.Errorf("expected str, got %s", protocol.PyTypeName(v))
 		}
 		return reflect.ValueOf(s).Convert(t), nil
 	case reflect.Bool:
 		b, ok := v.(bool)
 		if !ok {
-			return reflect.Value{}, fmt.Errorf("expected bool, got %s", pyType(v))
+			return reflect.Value{}, fmt.Errorf("expected bool, got %s", protocol.PyTypeName(v))
 		}
 		return reflect.ValueOf(b).Convert(t), nil
 	case reflect.Slice:
@@ -298,7 +298,7 @@ func Convert(v any, t reflect.Type) (reflect.Value, error) {
 		}
 		list, ok := v.([]any)
 		if !ok {
-			return reflect.Value{}, fmt.Errorf("expected list, got %s", pyType(v))
+			return reflect.Value{}, fmt.Errorf("expected list, got %s", protocol.PyTypeName(v))
 		}
 		out := reflect.MakeSlice(t, len(list), len(list))
 		for i, e := range list {
@@ -312,7 +312,7 @@ func Convert(v any, t reflect.Type) (reflect.Value, error) {
 	case reflect.Map:
 		m, ok := v.(map[string]any)
 		if !ok || t.Key().Kind() != reflect.String {
-			return reflect.Value{}, fmt.Errorf("expected dict, got %s", pyType(v))
+			return reflect.Value{}, fmt.Errorf("expected dict, got %s", protocol.PyTypeName(v))
 		}
 		out := reflect.MakeMapWithSize(t, len(m))
 		for k, e := range m {
@@ -333,7 +333,7 @@ func Convert(v any, t reflect.Type) (reflect.Value, error) {
 		return p, nil
 	case reflect.Struct:
 		if _, ok := v.(map[string]any); !ok {
-			return reflect.Value{}, fmt.Errorf("expected dict, got %s", pyType(v))
+			return reflect.Value{}, fmt.Errorf("expected dict, got %s", protocol.PyTypeName(v))
 		}
 		data, err := protocol.MarshalJSON(v)
 		if err != nil {
@@ -345,7 +345,7 @@ func Convert(v any, t reflect.Type) (reflect.Value, error) {
 		}
 		return p.Elem(), nil
 	}
-	return reflect.Value{}, fmt.Errorf("cannot bind %s to %s", pyType(v), t)
+	return reflect.Value{}, fmt.Errorf("cannot bind %s to %s", protocol.PyTypeName(v), t)
 }
 
 // AsBigInt returns v as an exact integer when it is one (bools are not).
@@ -405,7 +405,3 @@ func IsIntegerText(s string) bool {
 }
 
 // pyType names v's type as Python would.
-func pyType(v any) string { return protocol.PyTypeName(v) }
-
-// PyType names v's type as Python would (int, float, str, list, dict...).
-func PyType(v any) string { return pyType(v) }

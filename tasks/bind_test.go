@@ -538,7 +538,7 @@ func TestPyTypeNames(t *testing.T) {
 		{json.Number("1e5"), "float"}, {int64(1), "int"}, {1.0, "float"}, {[]any{}, "list"}, {map[string]any{}, "dict"},
 		{new(big.Int), "int"}, {[]byte("x"), "bytes"},
 	} {
-		if got := tasks.PyType(tc.v); got != tc.want {
+		if got := protocol.PyTypeName(tc.v); got != tc.want {
 			t.Errorf("PyType(%#v) = %q, want %q", tc.v, got, tc.want)
 		}
 	}

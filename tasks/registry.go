@@ -55,7 +55,9 @@ func (r *Registry) Register(name string, fn any, opts ...Option) error {
 	case func(context.Context, []any, map[string]any) (any, error):
 		h = HandlerFunc(f)
 	default:
-		o := defaultOptions()
+		// Only the parameter names are needed to bind; RegisterHandler
+		// applies the options for the task.
+		var o Options
 		for _, opt := range opts {
 			opt(&o)
 		}

@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"maps"
@@ -45,7 +44,7 @@ func (w *Worker) onFailureCanvas(j *job, failure *backends.Result) {
 		if id := sig.TaskID(); id != "" {
 			r := *failure
 			r.TaskID = id
-			w.store(context.Background(), &j.log, &r)
+			w.store(&j.log, &r)
 		}
 	}
 	for _, eb := range m.Errbacks {
@@ -53,88 +52,6 @@ func (w *Worker) onFailureCanvas(j *job, failure *backends.Result) {
 		// (request, exc, traceback); it sends the old-style (task_id,) form.
 		w.sendSignature(j, eb, m.ID, true, nil)
 	}
-}
-
-// sendSignature publishes sig as a task message with arg prepended unless
-// the signature is immutable. It returns the new task id, or "" if the
-// signature could not be sent (logged).
-func (w *Worker) sendSignature(j *job, sig protocol.Signature, arg any, prepend bool, chain []protocol.Signature) string {
-	parent := j.msg
-	switch sig.SubtaskType {
-	case "":
-	case "group":
-		return w.sendGroup(j, sig, arg, prepend)
-	case "chord":
-		return w.sendChord(j, sig, arg, prepend)
-	case "chain":
-		return w.sendChain(j, sig, arg, prepend, chain)
-	default:
-		j.log.Error().Str("signature", sig.Task).Str("subtask_type", sig.SubtaskType).
-			Msg("cannot send canvas step: this composite signature type is not supported")
-		return ""
-	}
-	id := sig.TaskID()
-	if id == "" {
-		id = protocol.NewUUID()
-	}
-	args := sig.Args
-	if prepend && !sig.Immutable {
-		args = append([]any{arg}, sig.Args...)
-	}
-	opts := sig.Options
-	m := &protocol.Message{
-		ID:       id,
-		Task:     sig.Task,
-		Args:     args,
-		Kwargs:   maps.Clone(sig.Kwargs),
-		RootID:   parent.RootID,
-		ParentID: parent.ID,
-		Chain:    chain,
-		Origin:   w.origin,
-	}
-	if m.RootID == "" {
-		m.RootID = parent.ID
-	}
-	if g, ok := opts["group_id"].(string); ok {
-		m.Group = g
-	}
-	if gi, ok := toInt(opts["group_index"]); ok {
-		i := int(gi)
-		m.GroupIndex = &i
-	}
-	if link, err := optSignatures(opts["link"]); err == nil {
-		m.Callbacks = link
-	}
-	if linkErr, err := optSignatures(opts["link_error"]); err == nil {
-		m.Errbacks = linkErr
-	}
-	if c, ok := opts["chord"]; ok && c != nil {
-		if s, err := protocol.SignatureFromValue(c); err == nil {
-			m.Chord = &s
-		}
-	}
-	queue := w.cfg.DefaultQueue
-	if q, ok := opts["queue"].(string); ok && q != "" {
-		queue = q
-	}
-	exchange, key := "", queue
-	if ex, ok := opts["exchange"].(string); ok && ex != "" {
-		exchange = ex
-		if rk, ok := opts["routing_key"].(string); ok {
-			key = rk
-		}
-	}
-	if exchange == "" {
-		if err := j.conn.EnsureTaskQueue(queue); err != nil {
-			j.log.Error().Err(err).Str("signature", sig.Task).Msg("cannot send canvas step")
-			return ""
-		}
-	}
-	if err := w.publish(context.Background(), j.conn, exchange, key, m, parent.ContentType); err != nil {
-		j.log.Error().Err(err).Str("signature", sig.Task).Msg("cannot send canvas step")
-		return ""
-	}
-	return id
 }
 
 func optSignatures(v any) ([]protocol.Signature, error) {
@@ -161,13 +78,6 @@ func optSignatures(v any) ([]protocol.Signature, error) {
 	return nil, nil
 }
 
-// chordBackend is implemented by result backends that keep chord counters
-// (the Redis backend).
-type chordBackend interface {
-	ChordPartReturn(ctx context.Context, gid string, groupIndex *int, taskID, state string, result any) ([]backends.ChordPart, error)
-	ChordCleanup(ctx context.Context, gid string) error
-}
-
 // onChordPart records this header task's end in its chord and, when it is
 // the last one, publishes the body with the list of results as its first
 // argument, or stores ChordError for the body if a part failed.
@@ -176,12 +86,13 @@ func (w *Worker) onChordPart(j *job, state string, result any) {
 	if m.Chord == nil || m.Group == "" {
 		return
 	}
-	cb, ok := w.backend.(chordBackend)
-	if !ok {
+	cb := w.be.chord
+	if cb == nil {
 		j.log.Error().Str("group", m.Group).Msg("chord part cannot be counted: chords need the Redis result backend")
 		return
 	}
-	ctx := context.Background()
+	ctx, cancel := ioContext()
+	defer cancel()
 	parts, err := cb.ChordPartReturn(ctx, m.Group, m.GroupIndex, m.ID, state, result)
 	if errors.Is(err, backends.ErrChordNotReady) {
 		return
@@ -200,7 +111,7 @@ func (w *Worker) onChordPart(j *job, state string, result any) {
 			j.log.Error().Str("group", m.Group).Msgf("Chord %s[%s] failed: %s", body.Task, bodyID, msg)
 			if bodyID != "" {
 				tb := msg
-				w.store(ctx, &j.log, &backends.Result{TaskID: bodyID, Status: backends.StatusFailure,
+				w.store(&j.log, &backends.Result{TaskID: bodyID, Status: backends.StatusFailure,
 					Result: backends.ChordError(msg).Value(), Traceback: &tb, Children: []any{},
 					DateDone: time.Now().UTC(), GroupID: m.Group})
 			}
@@ -301,11 +212,6 @@ func (w *Worker) sendGroup(j *job, sig protocol.Signature, arg any, prepend bool
 	return gid
 }
 
-// chordSizer is implemented by backends that count chord parts.
-type chordSizer interface {
-	SetChordSize(ctx context.Context, gid string, size int) error
-}
-
 // sendChord sets the chord's size in the backend, then publishes the
 // header tasks carrying the body; an empty header runs the body at once.
 func (w *Worker) sendChord(j *job, sig protocol.Signature, arg any, prepend bool) string {
@@ -336,12 +242,14 @@ func (w *Worker) sendChord(j *job, sig protocol.Signature, arg any, prepend bool
 	if len(header) == 0 {
 		return w.sendSignature(j, body, []any{}, true, nil)
 	}
-	cs, ok := w.backend.(chordSizer)
-	if !ok {
+	cs := w.be.chord
+	if cs == nil {
 		j.log.Error().Msg("cannot send chord: chords need the Redis result backend")
 		return ""
 	}
-	if err := cs.SetChordSize(context.Background(), gid, len(header)); err != nil {
+	ctx, cancel := ioContext()
+	defer cancel()
+	if err := cs.SetChordSize(ctx, gid, len(header)); err != nil {
 		j.log.Error().Err(err).Msg("cannot send chord")
 		return ""
 	}

@@ -3,8 +3,6 @@ package worker
 import (
 	"container/heap"
 	"time"
-
-	"github.com/celeryworker/gocelery/amqp"
 )
 
 // etaScheduler holds messages whose ETA is in the future: one goroutine and
@@ -14,9 +12,10 @@ import (
 // so they do not starve ready work; changes are coalesced into one
 // basic.qos per batch.
 type etaScheduler struct {
-	w    *Worker
-	add  chan *job
-	heap etaHeap
+	w     *Worker
+	add   chan *job
+	purge chan struct{} // a connection was lost: drop its held messages
+	heap  etaHeap
 }
 
 type etaHeap []*job
@@ -35,7 +34,7 @@ func (h *etaHeap) Pop() any {
 }
 
 func newETAScheduler(w *Worker) *etaScheduler {
-	return &etaScheduler{w: w, add: make(chan *job, 1024)}
+	return &etaScheduler{w: w, add: make(chan *job, 1024), purge: make(chan struct{}, 1)}
 }
 
 // hold schedules j; the worker's inflight count stays taken until it runs
@@ -68,12 +67,28 @@ func (s *etaScheduler) run() {
 					break drain
 				}
 			}
+		case <-s.purge:
+			// The broker has requeued what came on a lost connection: drop
+			// it now, not at its ETA, so inspect and the prefetch window
+			// do not count it next to its redelivered copy.
+			kept := s.heap[:0]
+			for _, j := range s.heap {
+				if lost(j) {
+					w.finish(j)
+					changed = true
+				} else {
+					kept = append(kept, j)
+				}
+			}
+			clear(s.heap[len(kept):])
+			s.heap = kept
+			heap.Init(&s.heap)
 		case <-timer.C:
 			now := time.Now()
 			for len(s.heap) > 0 && !s.heap[0].msg.ETA.After(now) {
 				j := heap.Pop(&s.heap).(*job)
 				changed = true
-				if j.conn.IsClosed() {
+				if lost(j) {
 					w.finish(j) // the broker has requeued it
 					continue
 				}
@@ -82,8 +97,8 @@ func (s *etaScheduler) run() {
 			}
 		case <-w.quit:
 			for _, j := range s.heap {
-				if !j.conn.IsClosed() {
-					w.nack(&j.log, j.d, true)
+				if !lost(j) {
+					w.reject(j, true, "shutting down before its ETA")
 				}
 				w.finish(j)
 			}
@@ -93,7 +108,7 @@ func (s *etaScheduler) run() {
 			for {
 				select {
 				case j := <-s.add:
-					w.nack(&j.log, j.d, true)
+					w.reject(j, true, "shutting down before its ETA")
 					w.finish(j)
 				case <-w.done:
 					return
@@ -106,25 +121,31 @@ func (s *etaScheduler) run() {
 	}
 }
 
-// setHeld records how many messages are held and sets the prefetch count
-// of the connections they came on.
+// connLost asks the scheduler to drop held messages whose connection is
+// gone.
+func (s *etaScheduler) connLost() {
+	select {
+	case s.purge <- struct{}{}:
+	default:
+	}
+}
+
+// setHeld records how many messages are held and widens the prefetch
+// window by as many.
 func (s *etaScheduler) setHeld(n int) {
-	w := s.w
-	if w.held.Swap(int64(n)) == int64(n) || w.prefetch == 0 {
+	if s.w.held.Swap(int64(n)) == int64(n) {
 		return
 	}
-	conns := map[*amqp.Conn]bool{}
-	w.mu.Lock()
-	if w.conn != nil {
-		conns[w.conn] = true
-	}
-	w.mu.Unlock()
-	for c := range conns {
-		if c.IsClosed() {
-			continue
-		}
-		if err := c.Qos(w.prefetch + n); err != nil && !c.IsClosed() {
-			w.log.Warn().Err(err).Msg("cannot change prefetch count")
-		}
+	s.w.updatePrefetch()
+}
+
+// lost reports whether j's delivery went back to the broker with its
+// connection.
+func lost(j *job) bool {
+	select {
+	case <-j.d.Lost():
+		return true
+	default:
+		return false
 	}
 }

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"context"
 	"math"
 	"os"
 	"runtime"
@@ -9,9 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	amqp091 "github.com/rabbitmq/amqp091-go"
-
-	"github.com/celeryworker/gocelery/amqp"
 	"github.com/celeryworker/gocelery/protocol"
 )
 
@@ -22,6 +20,8 @@ import (
 // dropped, never slowing tasks down.
 type events struct {
 	w         *Worker
+	running   atomic.Bool
+	stopped   chan struct{} // closed when run returns
 	enabled   atomic.Bool
 	queue     chan map[string]any
 	dropped   atomic.Int64
@@ -31,7 +31,7 @@ type events struct {
 
 func newEvents(w *Worker, enabled bool) *events {
 	_, off := time.Now().Zone()
-	e := &events{w: w, queue: make(chan map[string]any, 8192), freq: 2 * time.Second,
+	e := &events{w: w, queue: make(chan map[string]any, 8192), freq: 2 * time.Second, stopped: make(chan struct{}),
 		// Python's time.timezone // 3600: hours west of UTC, floored.
 		utcoffset: int(math.Floor(float64(-off) / 3600))}
 	e.enabled.Store(enabled)
@@ -85,6 +85,8 @@ func (e *events) workerEvent(typ string) map[string]any {
 // run publishes queued events and a heartbeat every freq until the worker
 // stops taking work.
 func (e *events) run() {
+	e.running.Store(true)
+	defer close(e.stopped)
 	tick := time.NewTicker(e.freq)
 	defer tick.Stop()
 	for {
@@ -102,7 +104,9 @@ func (e *events) run() {
 			}
 			e.publish(batch)
 		case <-tick.C:
-			e.publish([]any{e.workerEvent("worker-heartbeat")})
+			if !e.w.cfg.WithoutHeartbeat {
+				e.publish([]any{e.workerEvent("worker-heartbeat")})
+			}
 		case <-e.w.quit:
 			return
 		}
@@ -110,10 +114,11 @@ func (e *events) run() {
 }
 
 // publish sends one event, or several as a list on task.multi as Python's
-// worker does.
+// worker does, on the live connection; with none, events are dropped.
 func (e *events) publish(batch []any) {
 	c := e.w.currentConn()
-	if c == nil || c.IsClosed() {
+	if c == nil {
+		e.dropped.Add(int64(len(batch)))
 		return
 	}
 	var body any = batch
@@ -127,26 +132,32 @@ func (e *events) publish(batch []any) {
 		e.w.log.Warn().Err(err).Msg("cannot encode event")
 		return
 	}
-	err = c.PublishTransient(amqp.EventExchange, key, amqp091.Publishing{
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err = c.PublishEvent(ctx, key, &protocol.Envelope{
 		ContentType: protocol.ContentTypeJSON, ContentEncoding: "utf-8", DeliveryMode: 1,
-		Headers: amqp091.Table{"hostname": e.w.nodeName}, Body: payload,
+		Headers: map[string]any{"hostname": e.w.nodeName}, Body: payload,
 	})
-	if err != nil && !c.IsClosed() {
+	if err != nil && c.Err() == nil {
 		e.w.log.Warn().Err(err).Msg("cannot send event")
 	}
 }
 
 // online announces the worker on a new connection.
-func (e *events) online(c *amqp.Conn) {
-	if err := c.DeclareEventExchange(); err != nil {
-		e.w.log.Warn().Err(err).Msg("events disabled: cannot declare the celeryev exchange")
-		return
-	}
+func (e *events) online() {
 	e.publish([]any{e.workerEvent("worker-online")})
 }
 
 // offline tells monitors the worker is gone, flushing queued events first.
 func (e *events) offline() {
+	if e.running.Load() {
+		// Let run finish the batch it holds, so no event is lost or sent
+		// after worker-offline.
+		select {
+		case <-e.stopped:
+		case <-time.After(5 * time.Second):
+		}
+	}
 	var batch []any
 	for {
 		select {
@@ -175,13 +186,6 @@ func loadavg() []any {
 		out = append(out, math.Ceil(v*100)/100)
 	}
 	return out
-}
-
-// currentConn is the live broker connection, if any.
-func (w *Worker) currentConn() *amqp.Conn {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.conn
 }
 
 func parseFloat(s string) (float64, error) { return strconv.ParseFloat(s, 64) }

@@ -6,8 +6,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/celeryworker/gocelery/amqp"
 	"github.com/celeryworker/gocelery/backends"
+	"github.com/celeryworker/gocelery/broker"
 	"github.com/celeryworker/gocelery/protocol"
 	"github.com/celeryworker/gocelery/tasks"
 )
@@ -58,22 +58,22 @@ func (w *Worker) retry(j *job, rerr *tasks.RetryError) {
 	next.ArgsRepr, next.KwargsRepr = m.ArgsRepr, m.KwargsRepr
 	next.Headers = withoutXDeath(m.Headers)
 
-	r := w.newResult(m, j.d, backends.StatusRetry)
+	r := w.newResult(m, j.info.RoutingKey, backends.StatusRetry)
 	if rerr.Exc != nil {
 		exc, tb := w.exceptionOf(outcome{err: rerr.Exc})
 		r.Result = exc.Value()
 		r.Traceback = &tb
 	}
 	r.Children = []any{[]any{[]any{m.ID, nil}, nil}}
-	w.store(ctx, &j.log, r)
+	w.store(&j.log, r)
 
-	exchange, key := j.d.Exchange, j.d.RoutingKey
-	if err := w.publish(ctx, j.conn, exchange, key, &next, m.ContentType); err != nil {
+	route := broker.Route{Exchange: j.info.Exchange, RoutingKey: j.info.RoutingKey}
+	if err := w.publish(ctx, &j.log, route, &next, m.ContentType); err != nil {
 		// The retry could not be sent: record the failure rather than lose
 		// the task silently.
 		j.log.Error().Err(err).Msgf("Task %s[%s] retry could not be published", m.Name(), m.ID)
 		exc := backends.ExceptionInfo{Type: "RuntimeError", Module: "builtins", Args: []any{"retry could not be published: " + err.Error()}}
-		w.store(ctx, &j.log, w.failureResult(m, j.d, exc, nil))
+		w.store(&j.log, w.failureResult(m, j.info.RoutingKey, exc, nil))
 		return
 	}
 	reason := "Retry"
@@ -89,26 +89,6 @@ func (w *Worker) retry(j *job, rerr *tasks.RetryError) {
 		w.events.task("task-retried", m.ID, map[string]any{"exception": exc, "traceback": tb})
 	}
 	j.log.Info().Msgf("Task %s[%s] retry: Retry in %.0fs: %s", m.Name(), m.ID, time.Until(eta).Seconds(), reason)
-}
-
-// publish encodes m with the serializer of contentType and publishes it
-// with confirms.
-func (w *Worker) publish(ctx context.Context, conn *amqp.Conn, exchange, key string, m *protocol.Message, contentType string) error {
-	serializer := protocol.SerializerName(contentType)
-	if serializer != "msgpack" {
-		serializer = "json"
-	}
-	env, err := protocol.Encode(m, protocol.EncodeOptions{Serializer: serializer})
-	if err != nil {
-		return err
-	}
-	pub, err := amqp.PublishingOf(env)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	return conn.Publish(ctx, exchange, key, pub)
 }
 
 func withoutXDeath(h map[string]any) map[string]any {

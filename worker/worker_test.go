@@ -14,6 +14,7 @@ import (
 
 	"github.com/celeryworker/gocelery/amqp"
 	"github.com/celeryworker/gocelery/backends"
+	"github.com/celeryworker/gocelery/broker"
 	"github.com/celeryworker/gocelery/protocol"
 	"github.com/celeryworker/gocelery/tasks"
 	"github.com/celeryworker/gocelery/worker"
@@ -48,17 +49,22 @@ func checkFor(t *testing.T, timeout time.Duration, f func() error) {
 }
 
 type env struct {
-	t       *testing.T
-	queue   string
-	backend *backends.Redis
-	conn    *amqp.Conn
+	t         *testing.T
+	queue     string
+	backend   *backends.Redis
+	transport *amqp.Transport
+	conn      broker.Conn
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	conn, err := amqp.Dial(ctx, brokerURL(), "worker-test")
+	tr, err := amqp.NewTransport(amqp.Params{URL: brokerURL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := tr.Dial(ctx, broker.DialParams{Name: "worker-test"})
 	if err != nil {
 		if os.Getenv("CI") == "" {
 			t.Skipf("RabbitMQ not reachable (run scripts/services.sh): %v", err)
@@ -74,12 +80,12 @@ func newEnv(t *testing.T) *env {
 	if err := be.Ping(ctx); err != nil {
 		t.Fatal(err)
 	}
-	return &env{t: t, queue: fmt.Sprintf("worker-test-%d", time.Now().UnixNano()), backend: be, conn: conn}
+	return &env{t: t, queue: fmt.Sprintf("worker-test-%d", time.Now().UnixNano()), backend: be, transport: tr, conn: conn}
 }
 
 func (e *env) start(reg *tasks.Registry, cfg worker.Config) *worker.Worker {
 	e.t.Helper()
-	cfg.BrokerURL = brokerURL()
+	cfg.Broker = e.transport
 	cfg.Queues = []string{e.queue}
 	cfg.Registry = reg
 	cfg.Backend = e.backend
@@ -91,7 +97,7 @@ func (e *env) start(reg *tasks.Registry, cfg worker.Config) *worker.Worker {
 		e.t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- w.Run() }()
+	go func() { done <- w.Run(context.Background()) }()
 	select {
 	case <-w.Ready():
 	case err := <-done:
@@ -113,13 +119,9 @@ func (e *env) publish(id, name string, args []any, kwargs map[string]any) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	pub, err := amqp.PublishingOf(env)
-	if err != nil {
-		e.t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := e.conn.Publish(ctx, "", e.queue, pub); err != nil {
+	if err := e.conn.PublishTask(ctx, broker.Route{RoutingKey: e.queue}, env); err != nil {
 		e.t.Fatal(err)
 	}
 }
@@ -346,22 +348,21 @@ func TestConsumesSeveralQueues(t *testing.T) {
 	reg := tasks.NewRegistry()
 	reg.MustRegister("t.echo", func(s string) string { return s })
 	second := e.queue + "-b"
-	cfg := worker.Config{Concurrency: 2, BrokerURL: brokerURL(), Queues: []string{e.queue, second},
+	cfg := worker.Config{Concurrency: 2, Broker: e.transport, Queues: []string{e.queue, second},
 		Registry: reg, Backend: e.backend, NodeName: "multi@%h"}
 	w, err := worker.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- w.Run() }()
+	go func() { done <- w.Run(context.Background()) }()
 	defer func() { w.Close(); <-done }()
 	<-w.Ready()
 	for _, q := range []string{e.queue, second} {
 		id := newID(t, q)
 		m := &protocol.Message{ID: id, Task: "t.echo", Args: []any{q}}
 		env, _ := protocol.Encode(m, protocol.EncodeOptions{Serializer: "msgpack"})
-		pub, _ := amqp.PublishingOf(env)
-		if err := e.conn.Publish(context.Background(), "", q, pub); err != nil {
+		if err := e.conn.PublishTask(context.Background(), broker.Route{RoutingKey: q}, env); err != nil {
 			t.Fatal(err)
 		}
 		if doc := e.result(id); doc["result"] != q {

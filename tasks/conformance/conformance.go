@@ -1,5 +1,5 @@
 // Package conformance holds the task set the gocelery binary registers out
-// of the box (shared/conformance-tasks.md): the project's contract with
+// of the box (docs/tasks.md): the project's contract with
 // Python producers, used by the interop tests, benchmarks and the demo.
 package conformance
 
@@ -8,6 +8,7 @@ import (
 	"math/big"
 	"time"
 
+	"github.com/celeryworker/gocelery/protocol"
 	"github.com/celeryworker/gocelery/tasks"
 )
 
@@ -82,7 +83,7 @@ func (s *sum) add(v any) error {
 			return nil
 		}
 	}
-	return tasks.TypeError("unsupported operand type(s) for +: 'int' and '%s'", tasks.PyType(v))
+	return tasks.TypeError("unsupported operand type(s) for +: 'int' and '%s'", protocol.PyTypeName(v))
 }
 
 func (s *sum) value() any {
@@ -127,7 +128,7 @@ func seconds(task, name string, v any) (time.Duration, error) {
 			return time.Duration(f * float64(time.Second)), nil
 		}
 	}
-	return 0, tasks.TypeError("%s() argument '%s' must be int or float, not %s", task, name, tasks.PyType(v))
+	return 0, tasks.TypeError("%s() argument '%s' must be int or float, not %s", task, name, protocol.PyTypeName(v))
 }
 
 func sleep(ctx context.Context, args []any, kwargs map[string]any) (any, error) {
@@ -168,7 +169,7 @@ func fail(_ context.Context, args []any, kwargs map[string]any) (any, error) {
 func intArg(task, name string, v any) (int64, error) {
 	b, ok := tasks.AsBigInt(v)
 	if !ok || !b.IsInt64() {
-		return 0, tasks.TypeError("%s() argument '%s' must be int, not %s", task, name, tasks.PyType(v))
+		return 0, tasks.TypeError("%s() argument '%s' must be int, not %s", task, name, protocol.PyTypeName(v))
 	}
 	return b.Int64(), nil
 }
@@ -231,7 +232,7 @@ func xsum(_ context.Context, args []any, kwargs map[string]any) (any, error) {
 	}
 	list, ok := v[0].([]any)
 	if !ok {
-		return nil, tasks.TypeError("'%s' object is not iterable", tasks.PyType(v[0]))
+		return nil, tasks.TypeError("'%s' object is not iterable", protocol.PyTypeName(v[0]))
 	}
 	var s sum
 	for _, x := range list {

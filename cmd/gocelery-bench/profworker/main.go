@@ -1,100 +1,72 @@
-// Command profworker is the gocelery worker (same packages and defaults as
-// cmd/gocelery's `worker`, WARNING-level console logging) with a CPU
-// profile written on shutdown, for gocelery-bench -profile. It accepts the
-// subset of `gocelery worker` flags the bench passes, plus --cpuprofile and
-// --memprofile.
+// Command profworker is the gocelery worker (package cli serving the
+// conformance tasks, as cmd/gocelery does) plus --memprofile FILE, a heap
+// profile written when the worker stops, for gocelery-bench -profile.
+// --cpuprofile and every other flag are cli's.
 //
-//	profworker worker -b URL --result-backend URL -Q q -c 16 --cpuprofile w1.pprof
+//	profworker worker -b URL --result-backend URL -Q q -c 16 --cpuprofile w1.pprof --memprofile heap.pprof
 package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"os"
-	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"strings"
-	"syscall"
-	"time"
 
-	"github.com/rs/zerolog"
-
-	"github.com/celeryworker/gocelery/backends"
+	"github.com/celeryworker/gocelery/cli"
 	"github.com/celeryworker/gocelery/tasks"
 	"github.com/celeryworker/gocelery/tasks/conformance"
-	"github.com/celeryworker/gocelery/worker"
 )
 
 func main() {
-	args := os.Args[1:]
-	if len(args) > 0 && args[0] == "worker" {
-		args = args[1:]
+	if os.Getenv("GOGC") == "" {
+		// What cli.Main sets, so the profiles show the GC work gocelery does.
+		debug.SetGCPercent(200)
 	}
-	fs := flag.NewFlagSet("profworker", flag.ExitOnError)
-	broker := fs.String("b", "amqp://guest:guest@127.0.0.1:5672//", "broker")
-	backend := fs.String("result-backend", "redis://127.0.0.1:6379/0", "result backend")
-	queues := fs.String("Q", "celery", "queues")
-	conc := fs.Int("c", runtime.NumCPU(), "concurrency")
-	prefetch := fs.Int("prefetch-multiplier", 4, "prefetch multiplier")
-	node := fs.String("n", "prof@%h", "node name")
-	_ = fs.String("l", "WARNING", "log level (always WARNING)")
-	cpu := fs.String("cpuprofile", "", "write a CPU profile here")
-	mem := fs.String("memprofile", "", "write a heap profile here at shutdown")
-	_ = fs.Parse(args)
-
-	log := zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, NoColor: true}).Level(zerolog.WarnLevel).With().Timestamp().Logger()
+	args, memprofile := takeFlag(os.Args[1:], "--memprofile")
 	reg := tasks.NewRegistry()
 	if err := conformance.Register(reg); err != nil {
-		fmt.Fprintln(os.Stderr, err)
+		fmt.Fprintln(os.Stderr, "profworker:", err)
 		os.Exit(1)
 	}
-	rb, err := backends.NewRedis(backends.RedisParams{URL: *backend, Expires: 24 * time.Hour})
+	code := cli.Program{Name: "profworker", Registry: reg}.Run(context.Background(), args, os.Stdout, os.Stderr)
+	if memprofile != "" {
+		if err := writeHeapProfile(memprofile); err != nil {
+			fmt.Fprintln(os.Stderr, "profworker: --memprofile:", err)
+		}
+	}
+	os.Exit(code)
+}
+
+// takeFlag removes "name VALUE" or "name=VALUE" from args, which cli does
+// not know, and returns its value.
+func takeFlag(args []string, name string) (rest []string, value string) {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == name && i+1 < len(args):
+			value = args[i+1]
+			i++
+		case strings.HasPrefix(a, name+"="):
+			value = strings.TrimPrefix(a, name+"=")
+		default:
+			rest = append(rest, a)
+		}
+	}
+	return rest, value
+}
+
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+		return err
 	}
-	pm := *prefetch
-	if pm == 0 {
-		pm = -1
+	runtime.GC()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		f.Close()
+		return err
 	}
-	w, err := worker.New(worker.Config{
-		BrokerURL: *broker, Queues: strings.Split(*queues, ","), Concurrency: *conc,
-		PrefetchMultiplier: pm, NodeName: *node, Registry: reg, Backend: rb, Logger: &log,
-	})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	if *cpu != "" {
-		f, err := os.Create(*cpu)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		defer func() { pprof.StopCPUProfile(); f.Close() }()
-	}
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	go func() {
-		<-sigs
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = w.Shutdown(ctx)
-	}()
-	if err := w.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-	}
-	if *mem != "" {
-		if f, err := os.Create(*mem); err == nil {
-			runtime.GC()
-			_ = pprof.WriteHeapProfile(f)
-			f.Close()
-		}
-	}
+	return f.Close()
 }

@@ -13,9 +13,34 @@ import (
 	"time"
 
 	"github.com/celeryworker/gocelery/backends"
+	"github.com/celeryworker/gocelery/broker"
 	"github.com/celeryworker/gocelery/protocol"
 	"github.com/celeryworker/gocelery/tasks"
 )
+
+// runJob is a runner's turn with one job: it is started only if its
+// delivery is still live (a lost one is already back in the queue and
+// would run twice), not expired or revoked meanwhile, and not a duplicate
+// of a stored success.
+func (w *Worker) runJob(j *job) {
+	defer w.finish(j)
+	if w.quitting() {
+		w.reject(j, true, "shutting down before it started")
+		return
+	}
+	select {
+	case <-j.d.Lost():
+		j.log.Warn().Msgf("Task %s[%s] not started: its broker connection was lost and the broker has requeued it", j.msg.Name(), j.msg.ID)
+		return
+	default:
+	}
+	j.state.Store(stateActive)
+	if w.discarded(j, false) || w.alreadySucceeded(j) {
+		return
+	}
+	j.log.Debug().Msg("dispatched to a runner")
+	w.run(j)
+}
 
 // outcome is how a task run ended.
 type outcome struct {
@@ -34,23 +59,26 @@ func (w *Worker) run(j *job) {
 	defer w.running.Add(-1)
 	acksLate := j.task.Options.AcksLate
 	if !acksLate {
-		w.ack(&j.log, j.d)
+		w.ack(j)
 	}
 	req := w.request(j)
 	ignore := j.msg.IgnoreResult || j.task.Options.IgnoreResult
 	if (w.cfg.TrackStarted || j.task.Options.TrackStarted) && !ignore {
-		r := w.newResult(j.msg, j.d, backends.StatusStarted)
+		r := w.newResult(j.msg, j.info.RoutingKey, backends.StatusStarted)
 		r.Result = map[string]any{"pid": int64(os.Getpid()), "hostname": w.nodeName}
-		w.store(context.Background(), &j.log, r)
+		w.store(&j.log, r)
 	}
 	j.start = time.Now()
+	// Listed as active until its outcome is recorded, so a stop in between
+	// still finds it (failAcknowledged).
+	defer w.active.Delete(j.msg.ID)
 	w.countTask(j.msg.Task)
 	w.events.task("task-started", j.msg.ID, nil)
 	out := w.execute(j, req)
 	w.record(j, out, ignore, func() {
 		// acks_late: only once the result is stored.
 		if acksLate {
-			w.ack(&j.log, j.d)
+			w.ack(j)
 		}
 		w.processed.Add(1)
 	})
@@ -68,10 +96,10 @@ func (w *Worker) request(j *job) *tasks.Request {
 		Retries:    m.Retries,
 		Hostname:   w.nodeName,
 		DeliveryInfo: tasks.DeliveryInfo{
-			Exchange:    j.d.Exchange,
-			RoutingKey:  j.d.RoutingKey,
-			Redelivered: j.d.Redelivered,
-			Priority:    int(j.d.Priority),
+			Exchange:    j.info.Exchange,
+			RoutingKey:  j.info.RoutingKey,
+			Redelivered: j.info.Redelivered,
+			Priority:    int(j.info.Priority),
 		},
 		ETA:     m.ETA,
 		Expires: m.Expires,
@@ -85,12 +113,12 @@ func (w *Worker) request(j *job) *tasks.Request {
 	}
 	ignore := m.IgnoreResult || j.task.Options.IgnoreResult
 	req.UpdateStateFunc = func(ctx context.Context, state string, meta any) error {
-		if ignore || w.backend == nil {
+		if ignore || w.be.store == nil {
 			return nil
 		}
-		r := w.newResult(m, j.d, state)
+		r := w.newResult(m, j.info.RoutingKey, state)
 		r.Result = meta
-		return w.backend.Store(ctx, r)
+		return w.be.store.Store(ctx, r)
 	}
 	return req
 }
@@ -116,15 +144,13 @@ func (w *Worker) limits(j *job) (hard, soft time.Duration) {
 
 // activeTask is a task running in a slot, for terminate and inspect.
 type activeTask struct {
-	msg         *protocol.Message
-	start       time.Time
-	acksLate    bool
-	exchange    string
-	routingKey  string
-	redelivered bool
-	cancel      context.CancelCauseFunc
-	terminated  chan struct{}
-	once        sync.Once
+	msg        *protocol.Message
+	start      time.Time
+	acksLate   bool
+	info       broker.DeliveryInfo
+	cancel     context.CancelCauseFunc
+	terminated chan struct{}
+	once       sync.Once
 }
 
 // terminate cancels the running task id with tasks.ErrTerminated and stops
@@ -146,14 +172,13 @@ func (w *Worker) terminate(id string) bool {
 // context with tasks.ErrSoftTimeLimitExceeded; at the hard limit the worker
 // stops waiting and counts the goroutine as abandoned.
 func (w *Worker) execute(j *job, req *tasks.Request) outcome {
-	ctx, cancel := context.WithCancelCause(tasks.WithRequest(context.Background(), req))
+	// Under the worker's context: Close cancels every running task.
+	ctx, cancel := context.WithCancelCause(tasks.WithRequest(w.baseCtx, req))
 	defer cancel(context.Canceled)
 	hard, soft := w.limits(j)
 	a := &activeTask{msg: j.msg, start: time.Now(), acksLate: j.task.Options.AcksLate,
-		exchange: j.d.Exchange, routingKey: j.d.RoutingKey, redelivered: j.d.Redelivered,
-		cancel: cancel, terminated: make(chan struct{})}
-	w.active.Store(j.msg.ID, a)
-	defer w.active.Delete(j.msg.ID)
+		info: j.info, cancel: cancel, terminated: make(chan struct{})}
+	w.active.Store(j.msg.ID, a) // deleted by run once the outcome is recorded
 	if soft > 0 {
 		t := time.AfterFunc(soft, func() { cancel(tasks.ErrSoftTimeLimitExceeded) })
 		defer t.Stop()
@@ -207,8 +232,15 @@ func (w *Worker) abandon(done <-chan outcome) {
 // record stores the outcome and logs it as Celery does.
 func (w *Worker) record(j *job, out outcome, ignore bool, finished func()) {
 	m := j.msg
+	if out.err != nil && w.baseCtx.Err() != nil {
+		// Cut off by a cold shutdown (its context was cancelled):
+		// failAcknowledged has stored WorkerLostError for an acknowledged
+		// task, and the broker redelivers an acks_late one. A task that
+		// finished anyway is recorded below as usual.
+		j.log.Warn().Msgf("Task %s[%s] cut off by the worker's shutdown: %v", m.Name(), m.ID, out.err)
+		return
+	}
 	runtime := time.Since(j.start).Seconds()
-	ctx := context.Background()
 	async := false
 	defer func() {
 		if !async {
@@ -224,13 +256,20 @@ func (w *Worker) record(j *job, out outcome, ignore bool, finished func()) {
 	case out.err == nil:
 		children := w.onSuccessCanvas(j, out.value)
 		if !ignore {
-			r := w.newResult(m, j.d, backends.StatusSuccess)
+			r := w.newResult(m, j.info.RoutingKey, backends.StatusSuccess)
 			r.Result = out.value
 			if children != nil {
 				r.Children = children
 			}
 			async = true
-			w.storeAsync(&j.log, r, finished)
+			if j.task.Options.SkipSucceeded {
+				// Until the write lands, a duplicate taken by another runner
+				// must see the success too.
+				w.succeeded.Store(m.ID, struct{}{})
+				then := finished
+				finished = func() { w.succeeded.Delete(m.ID); then() }
+			}
+			w.storeThen(&j.log, r, finished)
 		}
 		w.onChordPart(j, backends.StatusSuccess, out.value)
 		if w.events.enabled.Load() {
@@ -253,9 +292,9 @@ func (w *Worker) record(j *job, out outcome, ignore bool, finished func()) {
 	}
 	if errors.Is(out.err, tasks.ErrTerminated) {
 		j.log.Warn().Msgf("Task %s[%s] terminated", m.Name(), m.ID)
-		r := w.newResult(m, j.d, backends.StatusRevoked)
+		r := w.newResult(m, j.info.RoutingKey, backends.StatusRevoked)
 		r.Result = backends.TaskRevoked("terminated").Value()
-		w.store(ctx, &j.log, r)
+		w.store(&j.log, r)
 		w.onChordPart(j, backends.StatusRevoked, r.Result)
 		w.events.task("task-revoked", m.ID, map[string]any{"terminated": true, "signum": "SIGTERM", "expired": false})
 		return
@@ -269,8 +308,8 @@ func (w *Worker) record(j *job, out outcome, ignore bool, finished func()) {
 // fail stores FAILURE for the task (even with ignore_result, as Celery
 // does) and runs the failure side of the canvas.
 func (w *Worker) fail(j *job, exc backends.ExceptionInfo, tb *string) {
-	r := w.failureResult(j.msg, j.d, exc, tb)
-	w.store(context.Background(), &j.log, r)
+	r := w.failureResult(j.msg, j.info.RoutingKey, exc, tb)
+	w.store(&j.log, r)
 	var tbText any
 	if tb != nil {
 		tbText = *tb

@@ -1,0 +1,191 @@
+package amqp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"github.com/celeryworker/gocelery/broker"
+	"github.com/celeryworker/gocelery/protocol"
+)
+
+// These tests need the RabbitMQ that scripts/services.sh starts.
+
+const testURL = "amqp://guest:guest@127.0.0.1:5672//"
+
+func dialTest(t *testing.T, url string) (broker.Conn, error) {
+	t.Helper()
+	tr, err := NewTransport(Params{URL: url})
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return tr.Dial(ctx, broker.DialParams{Name: "amqp-test"})
+}
+
+func liveConn(t *testing.T) broker.Conn {
+	t.Helper()
+	c, err := dialTest(t, testURL)
+	if err != nil {
+		if os.Getenv("CI") == "" {
+			t.Skipf("RabbitMQ not reachable (run scripts/services.sh): %v", err)
+		}
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func TestDialClassifiesErrors(t *testing.T) {
+	liveConn(t)
+	tests := []struct {
+		url     string
+		fatal   bool
+		mention string
+	}{
+		{"amqp://guest:S3cretPw@127.0.0.1:5672//", true, "refused the login"},
+		{"amqp://guest:guest@127.0.0.1:5672/no-such-vhost", true, "virtual host"},
+		{"amqp://guest:guest@127.0.0.1:1//", false, "connection refused"},
+		{"redis://127.0.0.1:6379/0", true, "not supported"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.url, func(t *testing.T) {
+			c, err := dialTest(t, tt.url)
+			if err == nil {
+				c.Close()
+				t.Fatal("dial succeeded")
+			}
+			if got := errors.Is(err, broker.ErrMisconfigured); got != tt.fatal {
+				t.Errorf("errors.Is(ErrMisconfigured) = %v for %v", got, err)
+			}
+			if !strings.Contains(err.Error(), tt.mention) {
+				t.Errorf("error %q does not say %q", err, tt.mention)
+			}
+			if strings.Contains(err.Error(), "S3cretPw") {
+				t.Errorf("error leaks the password: %v", err)
+			}
+		})
+	}
+}
+
+func TestDeclareQueueDeclaredOtherwiseIsMisconfigured(t *testing.T) {
+	c := liveConn(t).(*Conn)
+	q := fmt.Sprintf("amqp-test-prio-%d", time.Now().UnixNano())
+	ch, err := c.conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	if _, err := ch.QueueDeclare(q, true, false, false, false, amqp091.Table{"x-max-priority": int32(10)}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ch.QueueDelete(q, false, false, false) })
+	err = c.DeclareQueue(context.Background(), q)
+	if !errors.Is(err, broker.ErrMisconfigured) || !strings.Contains(err.Error(), "PRECONDITION_FAILED") {
+		t.Fatalf("DeclareQueue over a priority queue: %v", err)
+	}
+}
+
+// After CancelConsume, deliveries the worker has not read go back to the
+// queue; the one it read stays valid for Ack.
+func TestCancelConsumeRequeuesUnread(t *testing.T) {
+	c := liveConn(t)
+	ctx := context.Background()
+	q := fmt.Sprintf("amqp-test-cancel-%d", time.Now().UnixNano())
+	if err := c.DeclareQueue(ctx, q); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ch, _ := c.(*Conn).conn.Channel()
+		if ch != nil {
+			ch.QueueDelete(q, false, false, false)
+			ch.ExchangeDelete(q, false, false)
+			ch.Close()
+		}
+	})
+	for i := 0; i < 3; i++ {
+		env := &protocol.Envelope{ContentType: "application/json", Body: []byte(fmt.Sprint(i))}
+		if err := c.PublishTask(ctx, broker.Route{RoutingKey: q}, env); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ds, err := c.Consume(ctx, []string{q}, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := <-ds
+	if string(first.Envelope().Body) != "0" {
+		t.Fatal("first delivery out of order")
+	}
+	if err := c.CancelConsume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Ack(); err != nil {
+		t.Fatal(err)
+	}
+	// The channel closes; the two unread deliveries were requeued, so a
+	// new connection sees them.
+	for range ds {
+		t.Fatal("delivery handed over after CancelConsume")
+	}
+	c.Close()
+	c2 := liveConn(t)
+	ds2, err := c2.Consume(ctx, []string{q}, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"1", "2"} {
+		select {
+		case d := <-ds2:
+			if got := string(d.Envelope().Body); got != want || !d.Info().Redelivered {
+				t.Fatalf("got %q (redelivered %v), want %q redelivered", got, d.Info().Redelivered, want)
+			}
+			d.Ack()
+		case <-time.After(5 * time.Second):
+			t.Fatalf("message %s not requeued", want)
+		}
+	}
+}
+
+// A delivery's Lost channel closes with its connection.
+func TestDeliveryLostWithConnection(t *testing.T) {
+	c := liveConn(t)
+	ctx := context.Background()
+	q := fmt.Sprintf("amqp-test-lost-%d", time.Now().UnixNano())
+	if err := c.DeclareQueue(ctx, q); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.PublishTask(ctx, broker.Route{RoutingKey: q}, &protocol.Envelope{Body: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := c.Consume(ctx, []string{q}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := <-ds
+	select {
+	case <-d.Lost():
+		t.Fatal("lost while the connection lives")
+	default:
+	}
+	c.Close()
+	select {
+	case <-d.Lost():
+	case <-time.After(5 * time.Second):
+		t.Fatal("Lost not closed after the connection closed")
+	}
+	if err := d.Ack(); !errors.Is(err, broker.ErrClosed) {
+		t.Fatalf("Ack after loss: %v, want ErrClosed", err)
+	}
+	c2 := liveConn(t)
+	ch, _ := c2.(*Conn).conn.Channel()
+	ch.QueueDelete(q, false, false, false)
+	ch.ExchangeDelete(q, false, false)
+}

@@ -1,0 +1,131 @@
+// Package broker is the seam between the worker and a message broker: the
+// few things the worker needs from a transport (dial, declare and consume
+// queues under a prefetch window, settle deliveries, publish task messages,
+// events and control replies, learn that the connection is gone). Transports
+// (amqp/ for RabbitMQ) implement it; the worker knows no broker library.
+// brokertest/ is an in-memory implementation for tests.
+package broker
+
+import (
+	"context"
+	"errors"
+
+	"github.com/celeryworker/gocelery/protocol"
+)
+
+// ErrMisconfigured marks faults that no retry can heal: an unsupported or
+// unparsable URL, refused credentials, a missing virtual host, a queue or
+// exchange that exists with other arguments. The worker stops on them
+// instead of retrying.
+var ErrMisconfigured = errors.New("misconfigured")
+
+// ErrClosed is returned by operations on a connection that has ended.
+var ErrClosed = errors.New("broker: connection closed")
+
+// Transport opens connections to one broker.
+type Transport interface {
+	// Dial connects. Errors that wrap ErrMisconfigured are final; any other
+	// error (refused TCP connect, timeout) may heal and is retried.
+	Dial(ctx context.Context, p DialParams) (Conn, error)
+	// Info describes the broker for logs, the banner and inspect stats, with
+	// credentials redacted.
+	Info() Info
+}
+
+// DialParams are what the worker tells a transport about itself.
+type DialParams struct {
+	// Name identifies the connection on the broker (the node name).
+	Name string
+}
+
+// Info describes a broker connection target, passwords never included.
+type Info struct {
+	Transport   string // "amqp", "memory", ...
+	URL         string // redacted
+	Hostname    string
+	Port        int
+	UserID      string
+	VirtualHost string
+	SSL         bool
+	Heartbeat   float64 // seconds, 0 when off
+}
+
+// Conn is one live connection.
+type Conn interface {
+	// DeclareQueue declares a task queue (and what routes to it) as kombu
+	// would for a queue named on the worker's command line.
+	DeclareQueue(ctx context.Context, queue string) error
+	// Consume starts consuming queues, at most prefetch unsettled
+	// deliveries at once (0: unlimited). The channel closes when the
+	// connection ends or after CancelConsume; deliveries that arrive after
+	// CancelConsume are requeued by the transport.
+	Consume(ctx context.Context, queues []string, prefetch int) (<-chan Delivery, error)
+	// SetPrefetch changes the prefetch window of the running consumers.
+	SetPrefetch(n int) error
+	// CancelConsume stops the consumers. Deliveries already received stay
+	// valid for Ack/Reject.
+	CancelConsume(ctx context.Context) error
+	// PublishTask publishes a task message and waits until the broker has
+	// taken it (publisher confirms on AMQP).
+	PublishTask(ctx context.Context, r Route, env *protocol.Envelope) error
+	// PublishEvent sends a monitoring event (celeryev) with routing key
+	// such as "task.succeeded"; best effort, no confirm.
+	PublishEvent(ctx context.Context, routingKey string, env *protocol.Envelope) error
+	// ConsumeControl starts receiving remote control (pidbox) messages for
+	// node; the channel closes with the connection.
+	ConsumeControl(ctx context.Context, node string) (<-chan *protocol.Envelope, error)
+	// PublishReply answers a control message at its reply_to address.
+	PublishReply(ctx context.Context, exchange, routingKey string, env *protocol.Envelope) error
+	// Done is closed when the connection has ended; Err then says why.
+	Done() <-chan struct{}
+	Err() error
+	// Close flushes pending acknowledgements and closes the connection;
+	// unsettled deliveries go back to their queues.
+	Close() error
+}
+
+// Route says where a task message goes. With Exchange empty, the message
+// goes to the queue named RoutingKey, which is declared first if needed
+// (as Celery's producer does for a queue it has not seen).
+type Route struct {
+	Exchange   string
+	RoutingKey string
+}
+
+// DeliveryInfo is where a delivery came from (Python's
+// request.delivery_info).
+type DeliveryInfo struct {
+	Exchange    string
+	RoutingKey  string
+	Redelivered bool
+	Priority    uint8
+}
+
+// Delivery is one consumed task message.
+type Delivery interface {
+	// Envelope returns the message. It is handed over: the transport keeps
+	// no reference to it, so the worker can drop it once decoded.
+	Envelope() *protocol.Envelope
+	Info() DeliveryInfo
+	// Ack and Reject settle the delivery; requeue puts it back in its queue.
+	Ack() error
+	Reject(requeue bool) error
+	// Lost is closed once the delivery can no longer be settled (its
+	// connection is gone and the broker has requeued it). A lost delivery
+	// must never be started: another worker will run it.
+	Lost() <-chan struct{}
+}
+
+// Misconfigured marks err as a fault no retry can heal: the result wraps
+// ErrMisconfigured for errors.Is and keeps err's text and chain.
+func Misconfigured(err error) error {
+	if err == nil {
+		return nil
+	}
+	return misconfigured{err}
+}
+
+type misconfigured struct{ err error }
+
+func (m misconfigured) Error() string   { return m.err.Error() }
+func (m misconfigured) Unwrap() []error { return []error{m.err, ErrMisconfigured} }

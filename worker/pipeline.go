@@ -1,0 +1,267 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/celeryworker/gocelery/backends"
+	"github.com/celeryworker/gocelery/broker"
+	"github.com/celeryworker/gocelery/protocol"
+	"github.com/celeryworker/gocelery/tasks"
+)
+
+// The pipeline: the serve loop accepts a delivery (decode, settle what
+// cannot run), holds it until its ETA, waits for its rate-limit token and
+// hands it to a runner (pool.go), which runs it (execute.go).
+
+// Where a job is, for inspect reserved/scheduled/query_task.
+const (
+	stateReserved  int32 = iota // prefetched, waiting for a slot or a rate limit token
+	stateScheduled              // held until its ETA
+	stateActive                 // running
+)
+
+// job is one decoded task message on its way through the worker.
+type job struct {
+	state atomic.Int32
+	d     broker.Delivery
+	info  broker.DeliveryInfo
+	msg   *protocol.Message
+	task  *tasks.Task
+	log   zerolog.Logger
+	start time.Time
+}
+
+// accept takes one delivery from the serve loop: it decodes it, settles
+// what cannot run (undecodable, unknown, expired, revoked) and hands the
+// rest on. It never blocks on I/O: results for settled messages are
+// written in the background. The caller has counted it in w.inflight.
+func (w *Worker) accept(d broker.Delivery) {
+	j := w.prepare(d)
+	if j == nil {
+		w.inflight.Done()
+		return
+	}
+	w.known.Store(j, struct{}{})
+	if j.msg.ETA != nil && time.Until(*j.msg.ETA) > 0 {
+		j.state.Store(stateScheduled)
+		j.log.Debug().Time("eta", *j.msg.ETA).Msg("held until its ETA")
+		w.eta.hold(j)
+		return
+	}
+	if w.limiter.Limited(j.msg.Task) {
+		j.log.Debug().Msg("waiting for a rate limit token")
+		go w.afterETA(j)
+		return
+	}
+	// A free runner takes it at once; otherwise wait off the serve loop, which
+	// must keep receiving (ETA messages, other tasks) while all slots are busy.
+	if !w.quitting() {
+		select {
+		case w.jobs <- j:
+			return
+		default:
+		}
+	}
+	go w.dispatch(j)
+}
+
+// prepare decodes and checks a delivery; nil means it was settled.
+func (w *Worker) prepare(d broker.Delivery) *job {
+	info := d.Info()
+	env := d.Envelope()
+	msg, err := protocol.Decode(env, decodeOptions(&w.cfg))
+	if err != nil {
+		w.rejectUndecodable(d, info, env, err)
+		return nil
+	}
+	log := w.log.With().Str("task", msg.Name()).Str("id", msg.ID).Logger()
+	log.Debug().Str("exchange", info.Exchange).Str("routing_key", info.RoutingKey).
+		Bool("redelivered", info.Redelivered).Str("content_type", env.ContentType).
+		Int("protocol", msg.Protocol).Msg("decoded")
+	task, ok := w.reg.Lookup(msg.Task)
+	if !ok {
+		log.Error().Msgf("Received unregistered task of type %s. The message has been ignored and discarded.", protocol.PyRepr(msg.Task))
+		exc := backends.NotRegistered(msg.Task)
+		w.events.task("task-failed", msg.ID, map[string]any{"exception": excRepr(exc)})
+		w.storeThen(&log, w.failureResult(msg, info.RoutingKey, exc, nil), func() {
+			settle(&log, d, false, "unregistered task")
+		})
+		return nil
+	}
+	j := &job{d: d, info: info, msg: msg, task: task, log: log}
+	log.Info().Msgf("Task %s[%s] received", msg.Name(), msg.ID)
+	if w.events.enabled.Load() {
+		w.events.task("task-received", msg.ID, map[string]any{
+			"name": msg.Name(), "args": msg.ArgsRepr, "kwargs": msg.KwargsRepr,
+			"root_id": protocol.NilIfEmpty(msg.RootID), "parent_id": protocol.NilIfEmpty(msg.ParentID),
+			"retries": int64(msg.Retries), "eta": isoOrNil(msg.ETA), "expires": isoOrNil(msg.Expires),
+		})
+	}
+	if w.discarded(j, true) {
+		return nil
+	}
+	return j
+}
+
+// afterETA runs when a held job is due: check it again, wait for its rate
+// limit token, then dispatch.
+func (w *Worker) afterETA(j *job) {
+	if w.discarded(j, true) {
+		w.finish(j)
+		return
+	}
+	if err := w.limiter.Wait(w.quitCtx, j.msg.Task); err != nil {
+		w.reject(j, true, "shutting down before it started")
+		w.finish(j)
+		return
+	}
+	w.dispatch(j)
+}
+
+// dispatch hands a job to a free runner, or requeues it if the worker
+// stops first.
+func (w *Worker) dispatch(j *job) {
+	if w.quitting() {
+		w.reject(j, true, "shutting down before it started")
+		w.finish(j)
+		return
+	}
+	select {
+	case w.jobs <- j:
+	case <-w.quit:
+		w.reject(j, true, "shutting down before it started")
+		w.finish(j)
+	case <-j.d.Lost():
+		j.log.Debug().Msg("delivery lost with its connection; the broker has requeued it")
+		w.finish(j)
+	}
+}
+
+// discarded settles a job that must not run: expired, or revoked by a
+// control command. With async the REVOKED result is written in the
+// background and the message acked after it (the serve loop must not
+// wait); runners write it in line.
+func (w *Worker) discarded(j *job, async bool) bool {
+	reason := ""
+	switch {
+	case j.msg.Expires != nil && !time.Now().Before(*j.msg.Expires):
+		reason = "expired"
+	case w.revoked.Contains(j.msg.ID):
+		reason = "revoked"
+	default:
+		return false
+	}
+	j.log.Warn().Msgf("Discarding revoked task: %s[%s] (%s)", j.msg.Name(), j.msg.ID, reason)
+	r := w.newResult(j.msg, j.info.RoutingKey, backends.StatusRevoked)
+	r.Result = backends.TaskRevoked(reason).Value()
+	w.events.task("task-revoked", j.msg.ID, map[string]any{"terminated": false, "signum": nil, "expired": reason == "expired"})
+	settle := func() {
+		w.store(&j.log, r)
+		w.onChordPart(j, backends.StatusRevoked, r.Result)
+		w.ack(j)
+	}
+	if async {
+		// Off the serve loop: the chord step may publish.
+		w.background(settle)
+	} else {
+		settle()
+	}
+	return true
+}
+
+// alreadySucceeded acks, without running it, a message of a SkipSucceeded
+// task whose id already has a SUCCESS result.
+func (w *Worker) alreadySucceeded(j *job) bool {
+	if !j.task.Options.SkipSucceeded || w.be.status == nil {
+		return false
+	}
+	status, err := backends.StatusSuccess, error(nil)
+	if _, writing := w.succeeded.Load(j.msg.ID); !writing {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		status, err = w.be.status.Status(ctx, j.msg.ID)
+		cancel()
+	}
+	if err != nil {
+		// Cannot tell: running it again is safer than losing it.
+		j.log.Warn().Err(err).Msg("cannot read the stored state; running the task")
+		return false
+	}
+	if status != backends.StatusSuccess {
+		return false
+	}
+	j.log.Info().Bool("redelivered", j.info.Redelivered).
+		Msgf("Task %s[%s] already succeeded; skipping the duplicate", j.msg.Name(), j.msg.ID)
+	w.ack(j)
+	return true
+}
+
+// rejectUndecodable logs why a delivery is not a task, records FAILURE
+// when its id was readable, and rejects it without requeue.
+func (w *Worker) rejectUndecodable(d broker.Delivery, info broker.DeliveryInfo, env *protocol.Envelope, err error) {
+	var de *protocol.DecodeError
+	errors.As(err, &de)
+	log := w.log.With().Str("exchange", info.Exchange).Str("routing_key", info.RoutingKey).Logger()
+	if de != nil && de.TaskID != "" {
+		log = log.With().Str("task", de.TaskName).Str("id", de.TaskID).Logger()
+	}
+	contentType := ""
+	if env != nil {
+		contentType = env.ContentType
+	}
+	log.Error().Err(err).Str("content_type", contentType).Msg("Rejecting message that is not a valid task")
+	if de == nil || de.TaskID == "" {
+		settle(&log, d, false, "not a valid task")
+		return
+	}
+	exc := backends.ExceptionInfo{Type: "InvalidTaskError", Module: "celery.exceptions", Args: []any{err.Error()}}
+	if errors.Is(err, protocol.ErrNotAccepted) {
+		exc = backends.ExceptionInfo{Type: "ContentDisallowed", Module: "kombu.exceptions", Args: []any{err.Error()}}
+	}
+	w.events.task("task-rejected", de.TaskID, map[string]any{"requeue": false})
+	msg := &protocol.Message{ID: de.TaskID, Task: de.TaskName}
+	w.storeThen(&log, w.failureResult(msg, info.RoutingKey, exc, nil), func() {
+		settle(&log, d, false, "not a valid task")
+	})
+}
+
+func (w *Worker) ack(j *job) {
+	if err := j.d.Ack(); err != nil {
+		j.log.Warn().Err(err).Msgf("Task %s[%s] ack failed (the broker will redeliver the message)", j.msg.Name(), j.msg.ID)
+		return
+	}
+	j.log.Debug().Msg("acked")
+}
+
+func (w *Worker) reject(j *job, requeue bool, reason string) {
+	settle(&j.log, j.d, requeue, reason)
+}
+
+// settle rejects d, back to its queue with requeue, logged with reason.
+func settle(log *zerolog.Logger, d broker.Delivery, requeue bool, reason string) {
+	if err := d.Reject(requeue); err != nil {
+		if !errors.Is(err, broker.ErrClosed) {
+			log.Warn().Err(err).Bool("requeue", requeue).Str("reason", reason).Msg("reject failed")
+		}
+		return
+	}
+	log.Debug().Bool("requeue", requeue).Str("reason", reason).Msg("rejected")
+}
+
+func isoOrNil(t *time.Time) any {
+	if t == nil {
+		return nil
+	}
+	return protocol.FormatTime(*t)
+}
+
+// finish ends a job's life in the worker: it is settled (or its
+// connection is gone) and no longer listed by inspect.
+func (w *Worker) finish(j *job) {
+	w.known.Delete(j)
+	w.inflight.Done()
+}

@@ -1,0 +1,118 @@
+package worker
+
+import (
+	"context"
+	"maps"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/celeryworker/gocelery/broker"
+	"github.com/celeryworker/gocelery/protocol"
+)
+
+// The worker as a producer: retries, chain steps, callbacks, errbacks and
+// chord bodies are task messages it publishes, always on the live
+// connection (after a reconnect, not the one the parent came on).
+
+// publish encodes m with the serializer of contentType (json unless it is
+// msgpack) and publishes it with confirms, waiting up to 30 s for a live
+// connection and the broker's confirm.
+func (w *Worker) publish(ctx context.Context, log *zerolog.Logger, route broker.Route, m *protocol.Message, contentType string) error {
+	serializer := protocol.SerializerName(contentType)
+	if serializer != "msgpack" {
+		serializer = "json"
+	}
+	env, err := protocol.Encode(m, protocol.EncodeOptions{Serializer: serializer})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	conn, err := w.liveConn(ctx)
+	if err != nil {
+		return err
+	}
+	if err := conn.PublishTask(ctx, route, env); err != nil {
+		return err
+	}
+	log.Debug().Str("published", m.Name()).Str("published_id", m.ID).Str("exchange", route.Exchange).
+		Str("routing_key", route.RoutingKey).Msg("published")
+	return nil
+}
+
+// sendSignature publishes sig as a task message with arg prepended unless
+// the signature is immutable. It returns the new task id, or "" if the
+// signature could not be sent (logged).
+func (w *Worker) sendSignature(j *job, sig protocol.Signature, arg any, prepend bool, chain []protocol.Signature) string {
+	parent := j.msg
+	switch sig.SubtaskType {
+	case "":
+	case "group":
+		return w.sendGroup(j, sig, arg, prepend)
+	case "chord":
+		return w.sendChord(j, sig, arg, prepend)
+	case "chain":
+		return w.sendChain(j, sig, arg, prepend, chain)
+	default:
+		j.log.Error().Str("signature", sig.Task).Str("subtask_type", sig.SubtaskType).
+			Msg("cannot send canvas step: this composite signature type is not supported")
+		return ""
+	}
+	id := sig.TaskID()
+	if id == "" {
+		id = protocol.NewUUID()
+	}
+	args := sig.Args
+	if prepend && !sig.Immutable {
+		args = append([]any{arg}, sig.Args...)
+	}
+	opts := sig.Options
+	m := &protocol.Message{
+		ID:       id,
+		Task:     sig.Task,
+		Args:     args,
+		Kwargs:   maps.Clone(sig.Kwargs),
+		RootID:   parent.RootID,
+		ParentID: parent.ID,
+		Chain:    chain,
+		Origin:   w.origin,
+	}
+	if m.RootID == "" {
+		m.RootID = parent.ID
+	}
+	if g, ok := opts["group_id"].(string); ok {
+		m.Group = g
+	}
+	if gi, ok := toInt(opts["group_index"]); ok {
+		i := int(gi)
+		m.GroupIndex = &i
+	}
+	if link, err := optSignatures(opts["link"]); err == nil {
+		m.Callbacks = link
+	}
+	if linkErr, err := optSignatures(opts["link_error"]); err == nil {
+		m.Errbacks = linkErr
+	}
+	if c, ok := opts["chord"]; ok && c != nil {
+		if s, err := protocol.SignatureFromValue(c); err == nil {
+			m.Chord = &s
+		}
+	}
+	queue := w.cfg.DefaultQueue
+	if q, ok := opts["queue"].(string); ok && q != "" {
+		queue = q
+	}
+	exchange, key := "", queue
+	if ex, ok := opts["exchange"].(string); ok && ex != "" {
+		exchange = ex
+		if rk, ok := opts["routing_key"].(string); ok {
+			key = rk
+		}
+	}
+	if err := w.publish(context.Background(), &j.log, broker.Route{Exchange: exchange, RoutingKey: key}, m, parent.ContentType); err != nil {
+		j.log.Error().Err(err).Str("signature", sig.Task).Msg("cannot send canvas step")
+		return ""
+	}
+	return id
+}

@@ -1,0 +1,139 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/celeryworker/gocelery/backends"
+)
+
+// ErrColdShutdown is the cause of task contexts cancelled by Close.
+var ErrColdShutdown = errors.New("worker: cold shutdown")
+
+// Shutdown is the lame-duck stop: consumers are cancelled, the serve loop
+// is joined (so nothing is accepted after this point), held and waiting
+// messages go back to the queue, running tasks finish and their results
+// are stored, then the connection closes. If ctx ends first the remaining
+// acknowledged tasks get a WorkerLostError result and the connection
+// closes anyway (the broker requeues acks_late messages). Calling it again,
+// or after Close, waits for the first stop to finish.
+func (w *Worker) Shutdown(ctx context.Context) error {
+	w.stopTaking()
+	first := false
+	w.stopOnce.Do(func() { first = true })
+	if !first {
+		select {
+		case <-w.stopped:
+		case <-ctx.Done():
+		}
+		return nil
+	}
+	w.lifeMu.Lock()
+	if w.runState == notRun {
+		close(w.loopDone)
+	}
+	w.runState = ran
+	w.lifeMu.Unlock()
+
+	var err error
+	select {
+	case <-w.loopDone:
+	case <-w.stopped:
+		return nil
+	case <-ctx.Done():
+	}
+	w.requeueQueued()
+	finished := make(chan struct{})
+	go func() {
+		w.inflight.Wait()
+		w.storing.Wait()
+		close(finished)
+	}()
+	select {
+	case <-finished:
+	case <-w.stopped: // Close cut it short
+		return nil
+	case <-ctx.Done():
+		err = fmt.Errorf("worker: shutdown: %d tasks still running: %w", w.running.Load(), ctx.Err())
+		// Results first, then cancel: a task that returns on cancellation
+		// must not slip out of the active list unrecorded.
+		w.failAcknowledged("shutdown timeout")
+		w.cancelBase(ErrColdShutdown)
+	}
+	w.finalize()
+	return err
+}
+
+// Close stops at once: running tasks' contexts are cancelled, acknowledged
+// ones get a WorkerLostError result, the connection is closed and the
+// broker requeues every unacknowledged message.
+func (w *Worker) Close() error {
+	w.stopTaking()
+	w.stopOnce.Do(func() {})
+	w.lifeMu.Lock()
+	if w.runState == notRun {
+		close(w.loopDone)
+	}
+	w.runState = ran
+	w.lifeMu.Unlock()
+	w.failAcknowledged("cold shutdown")
+	w.cancelBase(ErrColdShutdown)
+	w.finalize()
+	return nil
+}
+
+// finalize says goodbye to monitors and closes the connection, once.
+func (w *Worker) finalize() {
+	w.finalOnce.Do(func() {
+		w.events.offline()
+		w.connMu.Lock()
+		c := w.conn
+		w.connMu.Unlock()
+		if c != nil {
+			_ = c.Close()
+		}
+		close(w.stopped)
+	})
+}
+
+// requeueQueued sends jobs waiting for a runner back to the broker now,
+// rather than when a busy runner gets to them.
+func (w *Worker) requeueQueued() {
+	for {
+		select {
+		case j := <-w.jobs:
+			w.reject(j, true, "shutting down before it started")
+			w.finish(j)
+		default:
+			return
+		}
+	}
+}
+
+// failAcknowledged stores FAILURE (WorkerLostError, as Python stores for a
+// pool process that died) for running tasks whose message was already
+// acknowledged, so no acknowledged task is left without a result when the
+// worker stops before they finish. acks_late tasks are left to the broker,
+// which redelivers them.
+func (w *Worker) failAcknowledged(reason string) {
+	w.active.Range(func(_, v any) bool {
+		a := v.(*activeTask)
+		if a.acksLate {
+			return true
+		}
+		exc := backends.ExceptionInfo{Type: "WorkerLostError", Module: "billiard.exceptions",
+			Args: []any{"Worker exited prematurely: " + reason + " while the task was running."}}
+		w.log.Error().Str("task", a.msg.Name()).Str("id", a.msg.ID).
+			Msgf("Task %s[%s] lost: %s while it was running", a.msg.Name(), a.msg.ID, reason)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if w.be.store != nil {
+			_ = w.be.store.Store(ctx, &backends.Result{TaskID: a.msg.ID, Status: backends.StatusFailure,
+				Result: exc.Value(), Children: []any{}, DateDone: time.Now().UTC(),
+				GroupID: a.msg.Group, ParentID: a.msg.ParentID})
+		}
+		return true
+	})
+}
