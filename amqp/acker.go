@@ -3,6 +3,7 @@ package amqp
 import (
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
@@ -23,6 +24,7 @@ type acker struct {
 	acked     map[uint64]int64 // acked by the worker, not yet sent: tag -> unix nanos
 	settled   map[uint64]bool  // sent individually (ack or reject) while above next
 	pending   int              // len(acked) in the contiguous run, roughly
+	batch     atomic.Int64     // flush at once when this many are waiting
 	kick      chan struct{}
 	closeOnce sync.Once
 	done      chan struct{}
@@ -31,7 +33,7 @@ type acker struct {
 }
 
 const (
-	ackBatch    = 64                      // flush at once when this many are waiting
+	ackBatch    = 64                      // the most acks one flush waits for
 	ackDelay    = 1000 * time.Microsecond // otherwise flush this soon after the first
 	ackStragler = 20 * time.Millisecond   // acks behind a held message wait at most this
 )
@@ -48,8 +50,21 @@ var _ ackChannel = (*amqp091.Channel)(nil)
 func newAcker(ch ackChannel) *acker {
 	a := &acker{ch: ch, next: 1, acked: map[uint64]int64{}, settled: map[uint64]bool{},
 		kick: make(chan struct{}, 1), done: make(chan struct{}), stopped: make(chan struct{})}
+	a.batch.Store(ackBatch)
 	go a.loop()
 	return a
+}
+
+// setWindow scales the batch to the prefetch window: the broker sends
+// nothing more while the window is full of unacknowledged messages, so a
+// batch must be a small part of it or a small window would refill only
+// once per ackDelay. 0 means unlimited.
+func (a *acker) setWindow(prefetch int) {
+	n := int64(ackBatch)
+	if prefetch > 0 {
+		n = min(n, max(1, int64(prefetch)/4))
+	}
+	a.batch.Store(n)
 }
 
 // Ack records an acknowledgement; multiple acks from the worker are sent
@@ -72,9 +87,7 @@ func (a *acker) Ack(tag uint64, multiple bool) error {
 	a.pending++
 	n := a.pending
 	a.mu.Unlock()
-	if n >= ackBatch {
-		a.signal()
-	} else if n == 1 {
+	if n >= int(a.batch.Load()) || n == 1 {
 		a.signal()
 	}
 	return nil
@@ -123,7 +136,7 @@ func (a *acker) loop() {
 			return
 		case <-a.kick:
 			a.mu.Lock()
-			full := a.pending >= ackBatch
+			full := a.pending >= int(a.batch.Load())
 			a.mu.Unlock()
 			if full {
 				a.flush(false)

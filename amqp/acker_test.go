@@ -98,3 +98,18 @@ func TestAckerCloseSendsWaitingAcks(t *testing.T) {
 		t.Fatalf("frames = %q", got)
 	}
 }
+
+// The batch is a quarter of the prefetch window, at most ackBatch: a small
+// window must not wait for ackDelay before the broker may refill it.
+func TestAckerBatchScalesWithWindow(t *testing.T) {
+	a := newAcker(&fakeChannel{})
+	defer a.close()
+	for _, tc := range []struct{ window, want int }{
+		{0, ackBatch}, {1, 1}, {3, 1}, {8, 2}, {64, 16}, {256, 64}, {1024, ackBatch},
+	} {
+		a.setWindow(tc.window)
+		if got := int(a.batch.Load()); got != tc.want {
+			t.Errorf("window %d: batch %d, want %d", tc.window, got, tc.want)
+		}
+	}
+}

@@ -166,6 +166,7 @@ func (c *Conn) SetPrefetch(n int) error {
 	if err := cons.ch.Qos(n, 0, true); err != nil {
 		return fmt.Errorf("amqp: qos %d: %w", n, err)
 	}
+	cons.ack.setWindow(n)
 	return nil
 }
 
@@ -178,6 +179,30 @@ func (c *Conn) CancelConsume(_ context.Context) error {
 		return nil
 	}
 	return cons.cancel()
+}
+
+// AddQueue starts consuming one more queue on the running consumer (the
+// add_consumer control command); the queue must be declared.
+func (c *Conn) AddQueue(_ context.Context, queue string) error {
+	c.consumeMu.Lock()
+	cons := c.consumer
+	c.consumeMu.Unlock()
+	if cons == nil {
+		return errors.New("amqp: add queue: not consuming")
+	}
+	return cons.add(queue)
+}
+
+// CancelQueue stops consuming one queue (cancel_consumer); deliveries
+// already received from it stay valid.
+func (c *Conn) CancelQueue(_ context.Context, queue string) error {
+	c.consumeMu.Lock()
+	cons := c.consumer
+	c.consumeMu.Unlock()
+	if cons == nil {
+		return nil
+	}
+	return cons.remove(queue)
 }
 
 // PublishTask publishes a task message and waits for the broker's confirm.

@@ -15,14 +15,18 @@ import (
 // into one Go channel of broker.Delivery, acknowledgements batched by the
 // acker.
 type consumer struct {
-	ch   *amqp091.Channel
-	ack  *acker
-	tags []string
-	out  chan broker.Delivery
+	ch        *amqp091.Channel
+	ack       *acker
+	tagPrefix string
+	out       chan broker.Delivery
 	// lost is closed when the channel ends: its unsettled deliveries are
 	// back in their queues and must not be started.
 	lost chan struct{}
 
+	mu         sync.Mutex
+	tags       map[string]string // queue -> consumer tag
+	n          int               // consumers started, for unique tags
+	forwarders sync.WaitGroup
 	cancelOnce sync.Once
 	cancelled  chan struct{}
 }
@@ -31,8 +35,9 @@ func startConsumer(ch *amqp091.Channel, tagPrefix string, queues []string, prefe
 	if err := ch.Qos(prefetch, 0, true); err != nil {
 		return nil, fmt.Errorf("amqp: qos %d: %w", prefetch, err)
 	}
-	c := &consumer{ch: ch, ack: newAcker(ch), out: make(chan broker.Delivery),
-		lost: make(chan struct{}), cancelled: make(chan struct{})}
+	c := &consumer{ch: ch, ack: newAcker(ch), tagPrefix: tagPrefix, out: make(chan broker.Delivery),
+		lost: make(chan struct{}), cancelled: make(chan struct{}), tags: map[string]string{}}
+	c.ack.setWindow(prefetch)
 	chClosed := ch.NotifyClose(make(chan *amqp091.Error, 1))
 	go func() {
 		select {
@@ -42,28 +47,70 @@ func startConsumer(ch *amqp091.Channel, tagPrefix string, queues []string, prefe
 		close(c.lost)
 		c.ack.close() // a lost channel: stop the acker's loop
 	}()
-	var wg sync.WaitGroup
-	for i, q := range queues {
-		tag := fmt.Sprintf("%s-%d-%s", tagPrefix, i, q)
-		ds, err := ch.Consume(q, tag, false, false, false, false, nil)
-		if err != nil {
+	for _, q := range queues {
+		if err := c.add(q); err != nil {
 			c.ack.close()
-			return nil, fmt.Errorf("amqp: consume queue %q: %w", q, classify(err))
+			return nil, err
 		}
-		c.tags = append(c.tags, tag)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for d := range ds {
-				c.forward(&d)
-			}
-		}()
 	}
+	// out closes once consuming has ended (channel lost or all consumers
+	// cancelled) and every forwarder has returned; cancelling one queue
+	// leaves it open.
 	go func() {
-		wg.Wait()
+		select {
+		case <-c.lost:
+		case <-c.cancelled:
+		}
+		c.forwarders.Wait()
 		close(c.out)
 	}()
 	return c, nil
+}
+
+// add starts consuming queue on the channel.
+func (c *consumer) add(queue string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	select {
+	case <-c.cancelled:
+		return broker.ErrClosed
+	case <-c.lost:
+		return broker.ErrClosed
+	default:
+	}
+	if _, ok := c.tags[queue]; ok {
+		return nil
+	}
+	tag := fmt.Sprintf("%s-%d-%s", c.tagPrefix, c.n, queue)
+	ds, err := c.ch.Consume(queue, tag, false, false, false, false, nil)
+	if err != nil {
+		return fmt.Errorf("amqp: consume queue %q: %w", queue, classify(err))
+	}
+	c.n++
+	c.tags[queue] = tag
+	c.forwarders.Add(1)
+	go func() {
+		defer c.forwarders.Done()
+		for d := range ds {
+			c.forward(&d)
+		}
+	}()
+	return nil
+}
+
+// remove stops consuming queue; deliveries already received stay valid.
+func (c *consumer) remove(queue string) error {
+	c.mu.Lock()
+	tag, ok := c.tags[queue]
+	delete(c.tags, queue)
+	c.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	if err := c.ch.Cancel(tag, false); err != nil && !errors.Is(err, amqp091.ErrClosed) {
+		return fmt.Errorf("amqp: cancel consumer of %q: %w", queue, err)
+	}
+	return nil
 }
 
 // forward hands a delivery to the worker, or, once consuming is
@@ -88,8 +135,12 @@ func (c *consumer) forward(d *amqp091.Delivery) {
 func (c *consumer) cancel() error {
 	var errs []error
 	c.cancelOnce.Do(func() {
+		c.mu.Lock()
 		close(c.cancelled)
-		for _, tag := range c.tags {
+		tags := c.tags
+		c.tags = map[string]string{}
+		c.mu.Unlock()
+		for _, tag := range tags {
 			if err := c.ch.Cancel(tag, false); err != nil && !errors.Is(err, amqp091.ErrClosed) {
 				errs = append(errs, err)
 			}
