@@ -88,3 +88,40 @@ func BenchmarkRegistryLookup(b *testing.B) {
 		}
 	}
 }
+
+func benchAdd64(_ context.Context, x, y int) (int, error) { return x + y, nil }
+
+// BenchmarkTypedCall is the generic path (Register2) for the same task as
+// BenchmarkBindCall.
+func BenchmarkTypedCall(b *testing.B) {
+	reg := tasks.NewRegistry()
+	if err := tasks.Register2(reg, "bench.add", benchAdd64, tasks.Params("x", "y")); err != nil {
+		b.Fatal(err)
+	}
+	t, _ := reg.Lookup("bench.add")
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		v, err := t.Handler.Call(ctx, benchArgs, map[string]any{})
+		if err != nil || v == nil {
+			b.Fatal(v, err)
+		}
+	}
+}
+
+// BenchmarkTypedCallKwargs binds both arguments by name on the typed path.
+func BenchmarkTypedCallKwargs(b *testing.B) {
+	reg := tasks.NewRegistry()
+	if err := tasks.Register2(reg, "bench.add", benchAdd64, tasks.Params("x", "y")); err != nil {
+		b.Fatal(err)
+	}
+	t, _ := reg.Lookup("bench.add")
+	ctx := context.Background()
+	kw := map[string]any{"x": int64(2), "y": int64(3)}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := t.Handler.Call(ctx, nil, kw); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
