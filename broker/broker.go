@@ -62,6 +62,13 @@ type Conn interface {
 	Consume(ctx context.Context, queues []string, prefetch int) (<-chan Delivery, error)
 	// SetPrefetch changes the prefetch window of the running consumers.
 	SetPrefetch(n int) error
+	// AddQueue starts consuming one more (declared) queue on the running
+	// consumer, under the same prefetch window; consuming a queue twice is
+	// a no-op.
+	AddQueue(ctx context.Context, queue string) error
+	// CancelQueue stops consuming one queue; deliveries already received
+	// from it stay valid, and the delivery channel stays open.
+	CancelQueue(ctx context.Context, queue string) error
 	// CancelConsume stops the consumers. Deliveries already received stay
 	// valid for Ack/Reject.
 	CancelConsume(ctx context.Context) error

@@ -1,5 +1,7 @@
 // Package cli is the command line of a gocelery worker program: the
-// `worker`, `tasks`, `version` and `help` commands, `celery worker`'s flags
+// `worker`, `tasks`, `version` and `help` commands, the producer commands
+// `call`, `result`, `inspect`, `control` and `status` (Celery's, speaking
+// to Go and Python workers alike), `celery worker`'s flags
 // and global options (so a Celery command line runs unchanged but for the
 // program name), the startup banner, Celery's log format, signals, pid and
 // log files, and the mapping of startup failures to an exit status and one
@@ -95,13 +97,31 @@ func (p Program) Run(ctx context.Context, args []string, stdout, stderr io.Write
 		return p.runWorker(ctx, g, cargs, stdout, stderr)
 	case "tasks":
 		return p.listTasks(cargs, stdout, stderr)
+	case "call":
+		return p.runCall(ctx, g, cargs, stdout, stderr)
+	case "result":
+		return p.runResult(ctx, g, cargs, stdout, stderr)
+	case "inspect", "control", "status":
+		return p.runRemote(ctx, cmd, g, cargs, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, p.Name, p.Version)
 		return 0
 	case "help":
-		if len(cargs) > 0 && cargs[0] == "worker" {
-			fmt.Fprint(stdout, p.workerUsage())
-			return 0
+		if len(cargs) > 0 {
+			switch cargs[0] {
+			case "worker":
+				fmt.Fprint(stdout, p.workerUsage())
+				return 0
+			case "call":
+				fmt.Fprint(stdout, p.callUsage())
+				return 0
+			case "result":
+				fmt.Fprint(stdout, p.resultUsage())
+				return 0
+			case "inspect", "control", "status":
+				fmt.Fprint(stdout, p.remoteUsage(cargs[0]))
+				return 0
+			}
 		}
 		fmt.Fprint(stdout, p.usage())
 		return 0
@@ -162,11 +182,11 @@ func globalFlagSet(name string, g *globals) *pflag.FlagSet {
 	fs.SetInterspersed(false)
 	fs.SortFlags = false
 	fs.StringVarP(&g.app, "app", "A", "", "Celery app (accepted; the tasks are this program's registry)")
-	fs.StringVarP(&g.broker, "broker", "b", "", "broker URL, for the worker (env CELERY_BROKER_URL)")
-	fs.StringVar(&g.backend, "result-backend", "", "result backend URL, for the worker (env CELERY_RESULT_BACKEND)")
+	fs.StringVarP(&g.broker, "broker", "b", "", "broker URL (env CELERY_BROKER_URL)")
+	fs.StringVar(&g.backend, "result-backend", "", "result backend URL (env CELERY_RESULT_BACKEND)")
 	fs.StringVar(&g.workdir, "workdir", "", "change to this directory first")
 	fs.StringVar(&g.config, "config", "", "Celery config module (ignored: configuration is by flags and environment)")
-	fs.BoolVarP(&g.quiet, "quiet", "q", false, "no startup banner")
+	fs.BoolVarP(&g.quiet, "quiet", "q", false, "no startup banner; inspect/status print no arrows and no node count")
 	fs.BoolVarP(&g.noColor, "no-color", "C", false, "accepted; output is never colored")
 	fs.BoolVar(&g.version, "version", false, "print the version")
 	return fs
@@ -188,12 +208,17 @@ func (p Program) usage() string {
 commands:
   worker    consume Celery task messages and run the registered Go tasks
   tasks     list the registered task names
+  call      send a task by name (to Go or Python workers); --wait for its result
+  result    print a task's state and result from the result backend
+  inspect   ask the workers (ping, active, registered, stats, ...), as 'celery inspect'
+  control   steer the workers (revoke, rate_limit, add_consumer, ...), as 'celery control'
+  status    list the workers that answer a ping
   version   print the version
-  help      this text; 'help worker' for the worker's flags
+  help      this text; 'help COMMAND' for a command's flags
 
 global options (before the command, as in 'celery -A proj worker'):
 `, p.Name)
 	b.WriteString(globalFlagSet(p.Name, &globals{}).FlagUsages())
-	fmt.Fprintf(&b, "\nRun '%s worker -h' for the worker's flags.\n", p.Name)
+	fmt.Fprintf(&b, "\nRun '%s COMMAND -h' for a command's flags.\n", p.Name)
 	return b.String()
 }

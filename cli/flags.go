@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"runtime"
 	"strconv"
@@ -42,6 +43,7 @@ type workerFlags struct {
 	maxTasksPerChild                  int
 	maxMemoryPerChild                 int
 	cpuProfile                        string
+	metricsAddr                       string
 	detach, beat                      bool
 
 	// From the global options.
@@ -90,6 +92,7 @@ func workerFlagSet(name string, f *workerFlags) *pflag.FlagSet {
 	fs.Var(&secondsValue{&f.resultExpires, false}, "result-expires", "seconds (or a Go duration such as 24h) results are kept; 0 = forever")
 	fs.Var(&secondsValue{&f.shutdownTimeout, false}, "shutdown-timeout", "seconds (or a Go duration) a warm shutdown waits for running tasks; 0 = until they finish")
 	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile (pprof) to this file until the worker stops")
+	fs.StringVar(&f.metricsAddr, "metrics-addr", env("GOCELERY_METRICS_ADDR", ""), "serve Prometheus /metrics, /healthz and /readyz on HOST:PORT (env GOCELERY_METRICS_ADDR)")
 	// Accepted so Celery command lines run; what they mean here is logged.
 	fs.StringVarP(&f.app, "app", "A", "", "accepted: the tasks are this program's own registry")
 	fs.StringVarP(&f.pool, "pool", "P", "", "accepted: the pool is always goroutines, -c bounds them")
@@ -157,6 +160,11 @@ func parseWorkerFlags(name string, g *globals, args []string) (*workerFlags, err
 	}
 	if f.maxTasksPerChild < 0 || f.maxMemoryPerChild < 0 {
 		return nil, usagef("--max-tasks-per-child and --max-memory-per-child must be >= 0")
+	}
+	if f.metricsAddr != "" {
+		if _, _, err := net.SplitHostPort(f.metricsAddr); err != nil {
+			return nil, usagef("--metrics-addr %q: want HOST:PORT, e.g. 0.0.0.0:9808 or :9808", f.metricsAddr)
+		}
 	}
 	// Check the expansions now so a typo is a usage error, not a failure
 	// after connecting.

@@ -10,6 +10,7 @@ import (
 	"runtime/pprof"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/rs/zerolog"
 	"github.com/spf13/pflag"
@@ -17,6 +18,7 @@ import (
 	"github.com/celeryworker/gocelery/amqp"
 	"github.com/celeryworker/gocelery/backends"
 	"github.com/celeryworker/gocelery/internal/redact"
+	"github.com/celeryworker/gocelery/metrics"
 	"github.com/celeryworker/gocelery/worker"
 )
 
@@ -103,6 +105,19 @@ func (p Program) runWorker(ctx context.Context, g *globals, args []string, stdou
 		defer stop()
 	}
 
+	// The metrics server starts first, so a port in use ends the start
+	// before anything connects; it serves until the worker has stopped.
+	var mtr *metrics.Metrics
+	if f.metricsAddr != "" {
+		mtr = metrics.New()
+		srv, err := metrics.Listen(f.metricsAddr, mtr.Handler())
+		if err != nil {
+			return s.fail(fmt.Sprintf("--metrics-addr %s: cannot serve metrics: %v", f.metricsAddr, err))
+		}
+		defer s.stopMetrics(srv)
+		log.Info().Msgf("metrics on http://%s/metrics (health: /healthz, /readyz)", srv.Addr())
+	}
+
 	var backend worker.ResultBackend
 	if f.backend != "" && f.backend != "disabled" {
 		expires := f.resultExpires
@@ -131,7 +146,7 @@ func (p Program) runWorker(ctx context.Context, g *globals, args []string, stdou
 	if prefetch == 0 {
 		prefetch = -1 // the worker's "unlimited"; its 0 means Celery's default
 	}
-	w, err := worker.New(worker.Config{
+	cfg := worker.Config{
 		Broker:             transport,
 		Queues:             splitList(f.queues),
 		Concurrency:        conc,
@@ -148,9 +163,16 @@ func (p Program) runWorker(ctx context.Context, g *globals, args []string, stdou
 		Registry:           p.Registry,
 		Backend:            backend,
 		Logger:             &s.log,
-	})
+	}
+	if mtr != nil {
+		cfg.Observer = mtr
+	}
+	w, err := worker.New(cfg)
 	if err != nil {
 		return s.fail(s.explain(err))
+	}
+	if mtr != nil {
+		mtr.Attach(w)
 	}
 	if !f.quiet {
 		s.banner(out, w.NodeName(), conc, minConc)
@@ -166,6 +188,16 @@ func (p Program) runWorker(ctx context.Context, g *globals, args []string, stdou
 		return s.fail(s.explain(err))
 	}
 	return 0
+}
+
+// stopMetrics stops the metrics server, waiting a little for scrapes in
+// progress.
+func (s *session) stopMetrics(srv *metrics.Server) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		s.log.Warn().Err(err).Msg("--metrics-addr: metrics server")
+	}
 }
 
 // handleSignals turns SIGTERM/SIGINT into a warm shutdown (cancel: the

@@ -3,6 +3,7 @@ package tasks
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -41,6 +42,44 @@ type Request struct {
 
 	// UpdateStateFunc stores a custom state; set by the worker.
 	UpdateStateFunc func(ctx context.Context, state string, meta any) error
+
+	children *childList // shared by copies of the request
+}
+
+type childList struct {
+	mu    sync.Mutex
+	items []any
+}
+
+// childInit guards the lazy creation of Request.children.
+var childInit sync.Mutex
+
+func (r *Request) childList() *childList {
+	childInit.Lock()
+	defer childInit.Unlock()
+	if r.children == nil {
+		r.children = &childList{}
+	}
+	return r.children
+}
+
+// AddChild records a task sent while this one runs, in the result-tuple
+// form Celery stores in the `children` field (`[[id, null], null]` for a
+// task); the worker stores them with the result, as Celery's
+// request.children. Package client calls it; safe for concurrent use.
+func (r *Request) AddChild(tuple any) {
+	cl := r.childList()
+	cl.mu.Lock()
+	cl.items = append(cl.items, tuple)
+	cl.mu.Unlock()
+}
+
+// Children returns the children recorded so far.
+func (r *Request) Children() []any {
+	cl := r.childList()
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	return append([]any(nil), cl.items...)
 }
 
 type requestKey struct{}

@@ -14,7 +14,9 @@ import (
 // same TypeError texts, for every shape of input.
 func TestTypedMatchesReflective(t *testing.T) {
 	addInt := func(_ context.Context, x int, y int64) (int64, error) { return int64(x) + y, nil }
-	scale := func(_ context.Context, f float64, name string) (string, error) { return fmt.Sprintf("%s=%g", name, f), nil }
+	scale := func(_ context.Context, f float64, name string) (string, error) {
+		return fmt.Sprintf("%s=%g", name, f), nil
+	}
 	mixed := func(_ context.Context, xs []int, m map[string]any, flag bool) (int, error) {
 		n := len(m)
 		for _, x := range xs {

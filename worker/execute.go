@@ -35,6 +35,13 @@ func (w *Worker) runJob(j *job) {
 	default:
 	}
 	j.state.Store(stateActive)
+	if h, v, revoked := w.revokedByStamp(j.msg); revoked && !w.revoked.Contains(j.msg.ID) {
+		// Checked here, where Celery checks it (when the task would start):
+		// the id joins the revoked ones so discarded settles it as such.
+		j.log.Info().Msgf("Discarding revoked task: %s[%s] (revoked by header: %s)",
+			j.msg.Name(), j.msg.ID, protocol.PyRepr(map[string]any{h: v}))
+		w.revoked.Add(j.msg.ID)
+	}
 	if w.discarded(j, false) || w.alreadySucceeded(j) {
 		return
 	}
@@ -62,6 +69,7 @@ func (w *Worker) run(j *job) {
 		w.ack(j)
 	}
 	req := w.request(j)
+	j.req = req
 	ignore := j.msg.IgnoreResult || j.task.Options.IgnoreResult
 	if (w.cfg.TrackStarted || j.task.Options.TrackStarted) && !ignore {
 		r := w.newResult(j.msg, j.info.RoutingKey, backends.StatusStarted)
@@ -69,6 +77,11 @@ func (w *Worker) run(j *job) {
 		w.store(&j.log, r)
 	}
 	j.start = time.Now()
+	waitFrom := j.received
+	if eta := j.msg.ETA; eta != nil && eta.After(waitFrom) {
+		waitFrom = *eta
+	}
+	w.obs.TaskStarted(j.msg.Task, j.info.RoutingKey, j.start.Sub(waitFrom))
 	// Listed as active until its outcome is recorded, so a stop in between
 	// still finds it (failAcknowledged).
 	defer w.active.Delete(j.msg.ID)
@@ -124,14 +137,19 @@ func (w *Worker) request(j *job) *tasks.Request {
 }
 
 // limits picks the time limits: message header first, then the task's
-// options, then the worker's flags.
+// (as the time_limit control command last set them, else its options),
+// then the worker's flags.
 func (w *Worker) limits(j *job) (hard, soft time.Duration) {
 	hard, soft = w.cfg.TimeLimit, w.cfg.SoftTimeLimit
-	if j.task.Options.TimeLimit > 0 {
-		hard = j.task.Options.TimeLimit
+	taskHard, taskSoft := j.task.Options.TimeLimit, j.task.Options.SoftTimeLimit
+	if o, set := w.ctl.timeLimit(j.msg.Task); set {
+		taskHard, taskSoft = o.hard, o.soft
 	}
-	if j.task.Options.SoftTimeLimit > 0 {
-		soft = j.task.Options.SoftTimeLimit
+	if taskHard > 0 {
+		hard = taskHard
+	}
+	if taskSoft > 0 {
+		soft = taskSoft
 	}
 	if tl := j.msg.TimeLimit; tl.Hard > 0 {
 		hard = time.Duration(tl.Hard * float64(time.Second))
@@ -254,7 +272,9 @@ func (w *Worker) record(j *job, out outcome, ignore bool, finished func()) {
 		w.fail(j, backends.TimeLimitExceeded(out.hardLimit.Seconds()), nil)
 		return
 	case out.err == nil:
-		children := w.onSuccessCanvas(j, out.value)
+		// Tasks it sent itself (client.SendTask from its context) first,
+		// then the canvas steps, as Celery's request.children.
+		children := append(j.req.Children(), w.onSuccessCanvas(j, out.value)...)
 		if !ignore {
 			r := w.newResult(m, j.info.RoutingKey, backends.StatusSuccess)
 			r.Result = out.value
@@ -272,6 +292,7 @@ func (w *Worker) record(j *job, out outcome, ignore bool, finished func()) {
 			w.storeThen(&j.log, r, finished)
 		}
 		w.onChordPart(j, backends.StatusSuccess, out.value)
+		w.obs.TaskDone(m.Task, j.info.RoutingKey, backends.StatusSuccess, "", time.Since(j.start))
 		if w.events.enabled.Load() {
 			w.events.task("task-succeeded", m.ID, map[string]any{"result": truncate(protocol.PyRepr(out.value), 1024), "runtime": runtime})
 		}
@@ -297,6 +318,7 @@ func (w *Worker) record(j *job, out outcome, ignore bool, finished func()) {
 		w.store(&j.log, r)
 		w.onChordPart(j, backends.StatusRevoked, r.Result)
 		w.events.task("task-revoked", m.ID, map[string]any{"terminated": true, "signum": "SIGTERM", "expired": false})
+		w.obs.TaskDone(m.Task, j.info.RoutingKey, backends.StatusRevoked, "", time.Since(j.start))
 		return
 	}
 	exc, tb := w.exceptionOf(out)
@@ -308,7 +330,13 @@ func (w *Worker) record(j *job, out outcome, ignore bool, finished func()) {
 // fail stores FAILURE for the task (even with ignore_result, as Celery
 // does) and runs the failure side of the canvas.
 func (w *Worker) fail(j *job, exc backends.ExceptionInfo, tb *string) {
+	w.obs.TaskDone(j.msg.Task, j.info.RoutingKey, backends.StatusFailure, exc.Type, time.Since(j.start))
 	r := w.failureResult(j.msg, j.info.RoutingKey, exc, tb)
+	if j.req != nil {
+		if c := j.req.Children(); len(c) > 0 {
+			r.Children = c
+		}
+	}
 	w.store(&j.log, r)
 	var tbText any
 	if tb != nil {

@@ -1,38 +1,53 @@
 package worker
 
 import (
+	"fmt"
+	"math"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"sort"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/celeryworker/gocelery/backends"
 	"github.com/celeryworker/gocelery/broker"
 	"github.com/celeryworker/gocelery/protocol"
+	"github.com/celeryworker/gocelery/tasks"
 )
 
 // The inspect views: what `celery inspect` and Flower read.
 
-// requestInfo describes a task as inspect's request info does.
-func (w *Worker) requestInfo(m *protocol.Message, d broker.DeliveryInfo, start *time.Time, acknowledged bool) map[string]any {
-	var ts any
+// requestInfo describes a task as inspect's request info does; start is
+// when it started running (nil: it has not), which also gives it the
+// worker's pid. safe shows the arguments' reprs, as `inspect active
+// --safe`.
+func (w *Worker) requestInfo(m *protocol.Message, d broker.DeliveryInfo, start *time.Time, acknowledged, safe bool) map[string]any {
+	var ts, pid any
 	if start != nil {
 		ts = float64(start.UnixNano()) / 1e9
+		pid = int64(os.Getpid())
+	}
+	var args, kwargs any = m.Args, m.Kwargs
+	if safe {
+		args, kwargs = m.ArgsRepr, m.KwargsRepr
 	}
 	return map[string]any{
-		"id": m.ID, "name": m.Task, "args": m.Args, "kwargs": m.Kwargs,
+		"id": m.ID, "name": m.Task, "args": args, "kwargs": kwargs,
 		"type": m.Task, "hostname": w.nodeName, "time_start": ts,
-		"acknowledged": acknowledged, "worker_pid": nil,
+		"acknowledged": acknowledged, "worker_pid": pid,
 		"delivery_info": map[string]any{"exchange": d.Exchange, "routing_key": d.RoutingKey,
 			"priority": int64(m.Priority), "redelivered": d.Redelivered},
 	}
 }
 
-func (w *Worker) activeInfo() []any {
+func (w *Worker) activeInfo(safe bool) []any {
 	out := []any{}
 	w.active.Range(func(_, v any) bool {
 		a := v.(*activeTask)
-		out = append(out, w.requestInfo(a.msg, a.info, &a.start, !a.acksLate))
+		out = append(out, w.requestInfo(a.msg, a.info, &a.start, !a.acksLate, safe))
 		return true
 	})
 	sortByID(out, func(v any) string { return v.(map[string]any)["id"].(string) })
@@ -55,7 +70,7 @@ func (w *Worker) jobsIn(state int32) []*job {
 func (w *Worker) reservedInfo() []any {
 	out := []any{}
 	for _, j := range w.jobsIn(stateReserved) {
-		out = append(out, w.requestInfo(j.msg, j.info, nil, false))
+		out = append(out, w.requestInfo(j.msg, j.info, nil, false, false))
 	}
 	return out
 }
@@ -64,12 +79,14 @@ func (w *Worker) scheduledInfo() []any {
 	out := []any{}
 	for _, j := range w.jobsIn(stateScheduled) {
 		out = append(out, map[string]any{"eta": protocol.FormatTime(*j.msg.ETA), "priority": int64(6),
-			"request": w.requestInfo(j.msg, j.info, nil, false)})
+			"request": w.requestInfo(j.msg, j.info, nil, false, false)})
 	}
 	return out
 }
 
-// queryTask answers query_task: {id: [state, request info]}.
+// queryTask answers query_task: {id: [state, request info]}, the state
+// "active", "reserved" or "scheduled" (held until its ETA) as Celery 5.7
+// names them.
 func (w *Worker) queryTask(ids []string) map[string]any {
 	want := map[string]bool{}
 	for _, id := range ids {
@@ -78,12 +95,20 @@ func (w *Worker) queryTask(ids []string) map[string]any {
 	out := map[string]any{}
 	w.known.Range(func(k, _ any) bool {
 		j := k.(*job)
-		if want[j.msg.ID] {
-			state := "reserved"
-			if j.state.Load() == stateActive {
-				state = "active"
+		if !want[j.msg.ID] {
+			return true
+		}
+		switch j.state.Load() {
+		case stateActive:
+			var start *time.Time
+			if v, running := w.active.Load(j.msg.ID); running {
+				start = &v.(*activeTask).start
 			}
-			out[j.msg.ID] = []any{state, w.requestInfo(j.msg, j.info, nil, j.state.Load() == stateActive && !j.task.Options.AcksLate)}
+			out[j.msg.ID] = []any{"active", w.requestInfo(j.msg, j.info, start, !j.task.Options.AcksLate, false)}
+		case stateScheduled:
+			out[j.msg.ID] = []any{"scheduled", w.requestInfo(j.msg, j.info, nil, false, false)}
+		default:
+			out[j.msg.ID] = []any{"reserved", w.requestInfo(j.msg, j.info, nil, false, false)}
 		}
 		return true
 	})
@@ -105,26 +130,75 @@ func (w *Worker) stats() map[string]any {
 	brokerInfo := map[string]any{"transport": bi.Transport, "hostname": bi.Hostname, "port": int64(bi.Port),
 		"userid": bi.UserID, "virtual_host": bi.VirtualHost, "ssl": bi.SSL, "insist": false,
 		"connect_timeout": int64(10), "transport_options": map[string]any{}, "login_method": "PLAIN",
-		"uri_prefix": nil, "heartbeat": bi.Heartbeat, "failover_strategy": "round-robin", "alternates": []any{}}
-	soft, hard := w.cfg.SoftTimeLimit.Seconds(), w.cfg.TimeLimit.Seconds()
-	return map[string]any{
-		"total":  total,
-		"pid":    int64(os.Getpid()),
-		"clock":  strconv.FormatInt(w.clock.Load(), 10),
-		"uptime": int64(time.Since(w.started).Seconds()),
-		"pool": map[string]any{"implementation": "gocelery:goroutines", "max-concurrency": int64(w.pool.Size()),
-			"processes": []any{int64(os.Getpid())}, "max-tasks-per-child": nil,
-			"put-guarded-by-semaphore": false, "timeouts": []any{soft, hard}},
+		"uri_prefix": nil, "heartbeat": bi.Heartbeat, "failover_strategy": "round-robin", "alternates": []any{},
+		"credential_provider": nil}
+	out := map[string]any{
+		"total":          total,
+		"pid":            int64(os.Getpid()),
+		"clock":          strconv.FormatInt(w.clock.Load(), 10),
+		"uptime":         int64(time.Since(w.started).Seconds()),
+		"pool":           w.poolInfo(),
 		"broker":         brokerInfo,
 		"prefetch_count": int64(w.prefetchWindow()),
-		"rusage":         "N/A",
+		"rusage":         rusage(),
 	}
+	if w.pool.autoscaling() {
+		hi, lo := w.pool.bounds()
+		out["autoscaler"] = map[string]any{"max": int64(hi), "min": int64(lo),
+			"current": int64(w.pool.Size()), "qty": int64(w.reservedCount())}
+	}
+	return out
+}
+
+// poolInfo describes the runners in the shape of Celery's prefork pool
+// info. There are no child processes: every runner is a goroutine of this
+// process, so "processes" lists this pid once per runner (monitors count
+// the list to learn the concurrency), and max-concurrency is the number of
+// runners now.
+func (w *Worker) poolInfo() map[string]any {
+	size := w.pool.Size()
+	procs := make([]any, size)
+	pid := int64(os.Getpid())
+	for i := range procs {
+		procs[i] = pid
+	}
+	return map[string]any{
+		"implementation":           "gocelery:goroutines",
+		"max-concurrency":          int64(size),
+		"processes":                procs,
+		"max-tasks-per-child":      "N/A",
+		"put-guarded-by-semaphore": false,
+		"timeouts":                 []any{timeoutValue(w.cfg.SoftTimeLimit), timeoutValue(w.cfg.TimeLimit)},
+		"writes":                   w.pool.writes(),
+	}
+}
+
+// timeoutValue is a pool timeout as Celery shows it: seconds, or 0.
+func timeoutValue(d time.Duration) any {
+	if d <= 0 {
+		return int64(0)
+	}
+	return d.Seconds()
+}
+
+// reservedCount is Celery's reserved_requests count: the tasks taken for
+// running now, waiting for a runner or running (not those held for an
+// ETA).
+func (w *Worker) reservedCount() int {
+	n := 0
+	w.known.Range(func(k, _ any) bool {
+		if s := k.(*job).state.Load(); s == stateReserved || s == stateActive {
+			n++
+		}
+		return true
+	})
+	return n
 }
 
 // activeQueues answers `celery inspect active_queues` in kombu's form.
 func (w *Worker) activeQueues() []any {
-	out := make([]any, 0, len(w.cfg.Queues))
-	for _, q := range w.cfg.Queues {
+	out := make([]any, 0, len(w.queueList()))
+	for _, q := range w.queueList() {
 		out = append(out, map[string]any{
 			"name": q, "routing_key": q, "durable": true, "exclusive": false, "auto_delete": false,
 			"no_ack": false, "alias": nil, "bindings": []any{}, "no_declare": nil, "expires": nil,
@@ -147,10 +221,182 @@ func nilIfZero(d time.Duration) any {
 // conf answers `celery inspect conf` with the settings that matter here,
 // the broker URL redacted.
 func (w *Worker) conf() map[string]any {
-	return map[string]any{
+	accept := w.cfg.Accept
+	if len(accept) == 0 {
+		accept = []string{"json", "msgpack"}
+	}
+	c := map[string]any{
 		"broker_url": w.transport.Info().URL, "worker_concurrency": int64(w.cfg.Concurrency),
-		"worker_prefetch_multiplier": int64(w.cfg.PrefetchMultiplier), "task_track_started": w.cfg.TrackStarted,
+		"worker_prefetch_multiplier": int64(w.multiplier), "task_track_started": w.cfg.TrackStarted,
 		"result_extended": w.cfg.ResultExtended, "worker_send_task_events": w.events.enabled.Load(),
 		"task_time_limit": nilIfZero(w.cfg.TimeLimit), "task_soft_time_limit": nilIfZero(w.cfg.SoftTimeLimit),
+		"accept_content": anyList(accept),
+		// A refused connection at start is retried (only a misconfiguration
+		// ends the worker), and prefetching is always on.
+		"broker_connection_retry_on_startup": true, "worker_disable_prefetch": false,
+	}
+	if w.be.store != nil {
+		c["result_backend"] = w.resultsURL()
+	}
+	return c
+}
+
+// defaultTaskInfoItems are the task attributes registered shows by
+// default, as Celery's.
+var defaultTaskInfoItems = []string{"exchange", "routing_key", "rate_limit"}
+
+// registered answers `celery inspect registered [attr...]`: the task names,
+// each followed by " [attr=value ...]" for the asked attributes (by
+// default exchange, routing_key and rate_limit) that are set, as Celery
+// lists "gocelery.limited [rate_limit=5/s]".
+func (w *Worker) registered(items []string) []any {
+	if len(items) == 0 {
+		items = defaultTaskInfoItems
+	}
+	out := []any{}
+	for _, name := range w.reg.Names() {
+		t, _ := w.reg.Lookup(name)
+		var fields []string
+		seen := map[string]bool{}
+		for _, item := range items {
+			if strings.HasPrefix(item, "_") || seen[item] {
+				continue
+			}
+			seen[item] = true
+			if v, set := w.taskAttr(name, t, item); set {
+				fields = append(fields, item+"="+v)
+			}
+		}
+		if len(fields) == 0 {
+			out = append(out, name)
+			continue
+		}
+		out = append(out, name+" ["+strings.Join(fields, " ")+"]")
+	}
+	return out
+}
+
+// taskAttr is str() of a task attribute as a Python task would have it
+// (the rate and time limits as remote control last set them); set is false
+// for an attribute that is None or that a Go task does not have.
+func (w *Worker) taskAttr(name string, t *tasks.Task, attr string) (string, bool) {
+	o := &t.Options
+	pyBool := func(b bool) string {
+		if b {
+			return "True"
+		}
+		return "False"
+	}
+	switch attr {
+	case "name":
+		return name, true
+	case "rate_limit":
+		r := o.RateLimit
+		if set, changed := w.ctl.rateLimit(name); changed {
+			r = set
+		}
+		return r, r != ""
+	case "time_limit", "soft_time_limit":
+		if tl, changed := w.ctl.timeLimit(name); changed {
+			r := tl.hardRepr
+			if attr == "soft_time_limit" {
+				r = tl.softRepr
+			}
+			return r, r != ""
+		}
+		d := o.TimeLimit
+		if attr == "soft_time_limit" {
+			d = o.SoftTimeLimit
+		}
+		return pySeconds(d), d > 0
+	case "max_retries":
+		return strconv.Itoa(o.MaxRetries), o.MaxRetries >= 0
+	case "default_retry_delay":
+		return pySeconds(o.DefaultRetryDelay), true
+	case "acks_late":
+		return pyBool(o.AcksLate), true
+	case "ignore_result":
+		return pyBool(o.IgnoreResult), true
+	case "track_started":
+		return pyBool(o.TrackStarted || w.cfg.TrackStarted), true
+	case "serializer":
+		return "json", true
+	case "typing", "send_events", "trail", "acks_on_failure_or_timeout":
+		return "True", true
+	case "store_errors_even_if_ignored":
+		return "False", true
+	case "resultrepr_maxsize":
+		return "1024", true
+	case "retry_backoff":
+		return pySeconds(o.RetryBackoff), o.AutoRetry != nil && o.RetryBackoff > 0
+	case "retry_backoff_max":
+		return pySeconds(o.RetryBackoffMax), o.AutoRetry != nil
+	case "retry_jitter":
+		return pyBool(o.RetryJitter), o.AutoRetry != nil
+	}
+	return "", false
+}
+
+// pySeconds renders a duration as Python would hold it in seconds: 5 or
+// 0.5.
+func pySeconds(d time.Duration) string {
+	s := d.Seconds()
+	if s == math.Trunc(s) {
+		return strconv.FormatInt(int64(s), 10)
+	}
+	return string(protocol.AppendPyFloat(nil, s))
+}
+
+// report answers `celery inspect report` in the layout of Celery's
+// bugreport.
+func (w *Worker) report() string {
+	version := "(devel)"
+	if bi, found := debug.ReadBuildInfo(); found && bi.Main.Version != "" {
+		version = bi.Main.Version
+	}
+	kernel := ""
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		kernel = strings.TrimSpace(string(b))
+	}
+	bi := w.transport.Info()
+	conf := w.conf()
+	keys := make([]string, 0, len(conf))
+	for k := range conf {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var settings strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&settings, "%s: %s\n", k, protocol.PyRepr(conf[k]))
+	}
+	return fmt.Sprintf("\nsoftware -> gocelery:%s go:%s celery-protocol:5.7.0\n"+
+		"            broker:%s\n"+
+		"platform -> system:%s arch:%s\n"+
+		"            kernel version:%s imp:%s\n"+
+		"loader   -> gocelery task registry (%d tasks)\n"+
+		"settings -> transport:%s results:%s\n\n%s",
+		version, runtime.Version(), bi.Transport,
+		strings.ToUpper(runtime.GOOS[:1])+runtime.GOOS[1:], runtime.GOARCH,
+		kernel, runtime.Compiler, len(w.reg.Names()),
+		bi.Transport, w.resultsURL(), settings.String())
+}
+
+// resultsURL names the result backend without credentials.
+func (w *Worker) resultsURL() string {
+	switch b := w.be.store.(type) {
+	case nil:
+		return "disabled"
+	case *backends.Redis:
+		o := b.Client().Options()
+		scheme, auth := "redis", ""
+		if o.TLSConfig != nil {
+			scheme = "rediss"
+		}
+		if o.Password != "" {
+			auth = o.Username + ":********@"
+		}
+		return fmt.Sprintf("%s://%s%s/%d", scheme, auth, o.Addr, o.DB)
+	default:
+		return fmt.Sprintf("%T", b)
 	}
 }

@@ -27,13 +27,15 @@ const (
 
 // job is one decoded task message on its way through the worker.
 type job struct {
-	state atomic.Int32
-	d     broker.Delivery
-	info  broker.DeliveryInfo
-	msg   *protocol.Message
-	task  *tasks.Task
-	log   zerolog.Logger
-	start time.Time
+	state    atomic.Int32
+	d        broker.Delivery
+	info     broker.DeliveryInfo
+	msg      *protocol.Message
+	task     *tasks.Task
+	log      zerolog.Logger
+	received time.Time
+	start    time.Time
+	req      *tasks.Request // set when it runs
 }
 
 // accept takes one delivery from the serve loop: it decodes it, settles
@@ -87,13 +89,15 @@ func (w *Worker) prepare(d broker.Delivery) *job {
 	if !ok {
 		log.Error().Msgf("Received unregistered task of type %s. The message has been ignored and discarded.", protocol.PyRepr(msg.Task))
 		exc := backends.NotRegistered(msg.Task)
+		w.obs.TaskRejected(msg.Task, info.RoutingKey, "unregistered")
 		w.events.task("task-failed", msg.ID, map[string]any{"exception": excRepr(exc)})
 		w.storeThen(&log, w.failureResult(msg, info.RoutingKey, exc, nil), func() {
 			settle(&log, d, false, "unregistered task")
 		})
 		return nil
 	}
-	j := &job{d: d, info: info, msg: msg, task: task, log: log}
+	j := &job{d: d, info: info, msg: msg, task: task, log: log, received: time.Now()}
+	w.obs.TaskReceived(msg.Task, info.RoutingKey)
 	log.Info().Msgf("Task %s[%s] received", msg.Name(), msg.ID)
 	if w.events.enabled.Load() {
 		w.events.task("task-received", msg.ID, map[string]any{
@@ -160,6 +164,7 @@ func (w *Worker) discarded(j *job, async bool) bool {
 	r := w.newResult(j.msg, j.info.RoutingKey, backends.StatusRevoked)
 	r.Result = backends.TaskRevoked(reason).Value()
 	w.events.task("task-revoked", j.msg.ID, map[string]any{"terminated": false, "signum": nil, "expired": reason == "expired"})
+	w.obs.TaskDone(j.msg.Task, j.info.RoutingKey, backends.StatusRevoked, "", 0)
 	settle := func() {
 		w.store(&j.log, r)
 		w.onChordPart(j, backends.StatusRevoked, r.Result)
@@ -214,6 +219,11 @@ func (w *Worker) rejectUndecodable(d broker.Delivery, info broker.DeliveryInfo, 
 		contentType = env.ContentType
 	}
 	log.Error().Err(err).Str("content_type", contentType).Msg("Rejecting message that is not a valid task")
+	taskName := ""
+	if de != nil {
+		taskName = de.TaskName
+	}
+	w.obs.TaskRejected(taskName, info.RoutingKey, "invalid")
 	if de == nil || de.TaskID == "" {
 		settle(&log, d, false, "not a valid task")
 		return

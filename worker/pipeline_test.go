@@ -449,7 +449,8 @@ func TestRetry(t *testing.T) {
 		t.Fatalf("published %+v", sent)
 	}
 	m := decodeSent(t, sent[0])
-	if m.ID != "r1" || m.Task != "t.flaky" || m.Retries != 1 || m.ETA == nil || asJSON(m.Args) != `["x"]` ||
+	// Countdown(0): no ETA, as Celery's apply_async sets none for it.
+	if m.ID != "r1" || m.Task != "t.flaky" || m.Retries != 1 || m.ETA != nil || asJSON(m.Args) != `["x"]` ||
 		m.ParentID != "r1" || m.RootID != "r1" || m.Headers["custom"] != "kept" {
 		t.Fatalf("retry message %+v", m)
 	}
@@ -694,24 +695,22 @@ func TestETAAcrossReconnect(t *testing.T) {
 	reg := tasks.NewRegistry()
 	reg.MustRegister("t.later", func(ctx context.Context) (string, error) { runs.add(ctx); return "later", nil })
 	f := startWorker(t, reg, worker.Config{Concurrency: 1, PrefetchMultiplier: 4})
-	eta := time.Now().Add(300 * time.Millisecond)
+	// Far enough ahead that a loaded machine does the reconnect first.
+	eta := time.Now().Add(2 * time.Second)
 	f.send(&protocol.Message{ID: "eta1", Task: "t.later", ETA: &eta})
 	brokertest.WaitFor(t, patience, func() bool { return f.b.Prefetch() == 5 }, "the message to be held")
 	f.b.Drop(nil)
 	brokertest.WaitFor(t, patience, func() bool { return f.b.Conns() == 1 && f.b.Len(testQueue) == 0 && f.b.Unacked() == 1 }, "the redelivery")
+	// The lost copy leaves the ETA heap: one held message, one extra
+	// slot in the window, not two.
 	brokertest.WaitFor(t, patience, func() bool {
 		s, _ := f.control("scheduled", nil).([]any)
-		return len(s) >= 1
-	}, "the redelivered copy to be held")
-	sched, _ := f.control("scheduled", nil).([]any)
-	prefetch := f.b.Prefetch()
+		return len(s) == 1 && f.b.Prefetch() == 5
+	}, "the redelivered copy held alone")
 	f.result("eta1", backends.StatusSuccess)
 	f.waitAcked("eta1")
 	if runs.count("eta1") != 1 {
 		t.Fatalf("ran %d times", runs.count("eta1"))
-	}
-	if len(sched) != 1 || prefetch != 5 {
-		t.Fatalf("after the reconnect: scheduled lists %d (want 1), prefetch %d (want 5)", len(sched), prefetch)
 	}
 }
 

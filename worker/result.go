@@ -78,6 +78,7 @@ func (w *Worker) checkBackend(ctx context.Context) error {
 	if errors.Is(err, backends.ErrMisconfigured) || isAuthError(err) {
 		return &ConfigError{Setting: "result_backend", Err: err}
 	}
+	w.backendDown.Store(true)
 	w.log.Warn().Err(err).Msg("result backend not reachable yet; results are retried")
 	return nil
 }
@@ -138,10 +139,13 @@ func (w *Worker) store(log *zerolog.Logger, r *backends.Result) {
 	delay := 50 * time.Millisecond
 	var err error
 	for attempt := 0; attempt < 5; attempt++ {
-		if err = w.be.store.Store(ctx, r); err == nil {
+		err = w.be.store.Store(ctx, r)
+		final := attempt == 4 || errors.Is(err, backends.ErrTooLarge) || ctx.Err() != nil
+		w.storeDone(err, final)
+		if err == nil {
 			return
 		}
-		if errors.Is(err, backends.ErrTooLarge) || ctx.Err() != nil {
+		if final {
 			break
 		}
 		select {
@@ -182,6 +186,7 @@ func (w *Worker) storeThen(log *zerolog.Logger, r *backends.Result, then func())
 	}
 	w.storing.Add(1)
 	w.be.async.StoreAsync(r, func(err error) {
+		w.storeDone(err, false)
 		if err != nil {
 			// Retry off the writer goroutine, with the usual backoff.
 			w.background(retry)
@@ -199,4 +204,10 @@ func (w *Worker) background(f func()) {
 		defer w.storing.Done()
 		f()
 	}()
+}
+
+// storeDone records the outcome of one write for health and metrics.
+func (w *Worker) storeDone(err error, final bool) {
+	w.backendDown.Store(err != nil && !errors.Is(err, backends.ErrTooLarge))
+	w.obs.ResultStore(err, final)
 }

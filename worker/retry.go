@@ -39,30 +39,44 @@ func (w *Worker) retry(j *job, rerr *tasks.RetryError) {
 	}
 
 	eta := time.Now()
+	countdown := j.task.Options.DefaultRetryDelay
 	switch {
 	case rerr.ETA != nil:
 		eta = *rerr.ETA
 	case rerr.Countdown != nil:
-		eta = eta.Add(*rerr.Countdown)
+		countdown = *rerr.Countdown
+		fallthrough
 	default:
-		eta = eta.Add(j.task.Options.DefaultRetryDelay)
+		eta = eta.Add(countdown)
 	}
 	next := *m
 	next.Retries = m.Retries + 1
 	next.ETA = &eta
+	if rerr.ETA == nil && countdown == 0 {
+		// As Celery's apply_async: a countdown of 0 sets no ETA.
+		next.ETA = nil
+	}
 	next.ParentID = m.ID
 	if next.RootID == "" {
 		next.RootID = m.ID
 	}
 	next.Origin = w.origin
-	next.ArgsRepr, next.KwargsRepr = m.ArgsRepr, m.KwargsRepr
+	// Celery retries through a signature, whose args are a tuple: the
+	// retry message's argsrepr is "(1, 2)" whatever the first one said
+	// (the encoder writes it when empty). kwargsrepr is kept: a dict's repr
+	// is the same again.
+	next.ArgsRepr, next.KwargsRepr = "", m.KwargsRepr
 	next.Headers = withoutXDeath(m.Headers)
 
+	// As Celery: the task-retried event carries repr() of the exception
+	// given to retry (None without one), the log line str() of the Retry.
+	excText := "None"
 	r := w.newResult(m, j.info.RoutingKey, backends.StatusRetry)
 	if rerr.Exc != nil {
 		exc, tb := w.exceptionOf(outcome{err: rerr.Exc})
 		r.Result = exc.Value()
 		r.Traceback = &tb
+		excText = excRepr(exc)
 	}
 	r.Children = []any{[]any{[]any{m.ID, nil}, nil}}
 	w.store(&j.log, r)
@@ -74,21 +88,28 @@ func (w *Worker) retry(j *job, rerr *tasks.RetryError) {
 		j.log.Error().Err(err).Msgf("Task %s[%s] retry could not be published", m.Name(), m.ID)
 		exc := backends.ExceptionInfo{Type: "RuntimeError", Module: "builtins", Args: []any{"retry could not be published: " + err.Error()}}
 		w.store(&j.log, w.failureResult(m, j.info.RoutingKey, exc, nil))
+		w.obs.TaskDone(m.Task, j.info.RoutingKey, backends.StatusFailure, exc.Type, time.Since(j.start))
 		return
 	}
-	reason := "Retry"
-	if rerr.Exc != nil {
-		reason = rerr.Exc.Error()
-	}
+	w.obs.TaskDone(m.Task, j.info.RoutingKey, backends.StatusRetry, "", time.Since(j.start))
 	if w.events.enabled.Load() {
-		exc := "Retry(" + protocol.PyRepr(reason) + ")"
 		var tb any
 		if r.Traceback != nil {
 			tb = *r.Traceback
 		}
-		w.events.task("task-retried", m.ID, map[string]any{"exception": exc, "traceback": tb})
+		w.events.task("task-retried", m.ID, map[string]any{"exception": excText, "traceback": tb})
 	}
-	j.log.Info().Msgf("Task %s[%s] retry: Retry in %.0fs: %s", m.Name(), m.ID, time.Until(eta).Seconds(), reason)
+	var reason string
+	switch {
+	case rerr.ETA != nil:
+		reason = "Retry at " + protocol.FormatTime(eta)
+	default:
+		reason = "Retry in " + pySeconds(countdown) + "s"
+	}
+	if rerr.Exc != nil {
+		reason += ": " + excText
+	}
+	j.log.Info().Msgf("Task %s[%s] retry: %s", m.Name(), m.ID, reason)
 }
 
 func withoutXDeath(h map[string]any) map[string]any {

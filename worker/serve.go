@@ -92,12 +92,14 @@ func (w *Worker) loop() error {
 		}
 		backoff = 100 * time.Millisecond
 		w.readyOnce.Do(func() {
-			w.log.Info().Str("node", w.nodeName).Strs("queues", w.cfg.Queues).
+			w.log.Info().Str("node", w.nodeName).Strs("queues", w.queueList()).
 				Int("concurrency", w.pool.Size()).Msgf("%s ready.", w.nodeName)
 			close(w.ready)
 		})
+		w.obs.BrokerConnection(true)
 		w.events.online()
 		w.serve(conn, deliveries)
+		w.obs.BrokerConnection(false)
 		if w.quitting() {
 			return nil
 		}
@@ -125,7 +127,7 @@ func (w *Worker) connect() (broker.Conn, <-chan broker.Delivery, error) {
 		}
 		return nil, nil, err
 	}
-	for _, q := range w.cfg.Queues {
+	for _, q := range w.queueList() {
 		if err := conn.DeclareQueue(ctx, q); err != nil {
 			return fail("queues", err)
 		}
@@ -136,7 +138,7 @@ func (w *Worker) connect() (broker.Conn, <-chan broker.Delivery, error) {
 	// as soon as the worker has answered a task is then not lost (the
 	// fanout drops messages for queues not yet bound).
 	w.control(ctx, conn)
-	ds, err := conn.Consume(ctx, w.cfg.Queues, w.prefetchWindow())
+	ds, err := conn.Consume(ctx, w.queueList(), w.prefetchWindow())
 	if err != nil {
 		return fail("queues", fmt.Errorf("consume: %w", err))
 	}

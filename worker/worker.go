@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,6 +66,8 @@ type Config struct {
 	Registry *tasks.Registry
 	Backend  ResultBackend // nil: results are not stored
 	Logger   *zerolog.Logger
+	// Observer is told of each task's progress, for metrics (nil: none).
+	Observer Observer
 }
 
 // ConfigError is a misconfiguration no retry can heal; Run returns it at
@@ -115,6 +118,11 @@ type Worker struct {
 	inflight   sync.WaitGroup // one per delivery accepted by the serve loop
 	storing    sync.WaitGroup // results being written in the background
 
+	queuesMu sync.Mutex
+	queues   []string // consumed now: Config.Queues, changed by add/cancel_consumer
+
+	ctl controlState // what remote control commands changed (control.go)
+
 	connMu      sync.Mutex
 	conn        broker.Conn
 	connChanged chan struct{} // closed (and replaced) when conn changes
@@ -128,6 +136,9 @@ type Worker struct {
 	done      chan struct{} // closed when Run returns
 	ready     chan struct{} // closed once consuming
 	readyOnce sync.Once
+
+	obs         Observer
+	backendDown atomic.Bool // the last result write failed
 
 	held      atomic.Int64 // ETA messages held in memory
 	running   atomic.Int64
@@ -183,6 +194,11 @@ func New(cfg Config) (*Worker, error) {
 		done:        make(chan struct{}),
 		ready:       make(chan struct{}),
 		started:     time.Now(),
+	}
+	w.queues = slices.Clone(cfg.Queues)
+	w.obs = cfg.Observer
+	if w.obs == nil {
+		w.obs = nopObserver{}
 	}
 	if cfg.PrefetchMultiplier > 0 {
 		w.multiplier = cfg.PrefetchMultiplier

@@ -145,6 +145,49 @@ func (c *conn) Consume(ctx context.Context, queues []string, prefetch int) (<-ch
 	return out, nil
 }
 
+// AddQueue adds a queue to the running consumer (add_consumer).
+func (c *conn) AddQueue(ctx context.Context, queue string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	b := c.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if c.ended {
+		return broker.ErrClosed
+	}
+	cs := c.cons
+	if cs == nil || cs.stopped {
+		return errors.New("brokertest: add queue: not consuming")
+	}
+	if _, ok := b.queues[queue]; !ok {
+		return fmt.Errorf("brokertest: consume: NOT_FOUND - no queue %q", queue)
+	}
+	if !slices.Contains(cs.queues, queue) {
+		cs.queues = append(cs.queues, queue)
+		b.changed()
+	}
+	return nil
+}
+
+// CancelQueue removes a queue from the running consumer (cancel_consumer);
+// what was already taken from it stays with the worker.
+func (c *conn) CancelQueue(ctx context.Context, queue string) error {
+	b := c.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if c.ended {
+		return broker.ErrClosed
+	}
+	if cs := c.cons; cs != nil {
+		if i := slices.Index(cs.queues, queue); i >= 0 {
+			cs.queues = slices.Delete(cs.queues, i, i+1)
+			cs.next = 0
+		}
+	}
+	return nil
+}
+
 func (c *conn) SetPrefetch(n int) error {
 	if n < 0 {
 		return fmt.Errorf("brokertest: prefetch %d", n)

@@ -2,7 +2,7 @@
 // amqp091-go + go-redis consumer (the ceiling) and Python Celery 5.7's
 // worker on the same RabbitMQ broker and Redis result backend.
 //
-//	go run ./cmd/gocelery-bench -n 20000 -runs 3 -workloads W1,W2,W3,W4,W5
+//	go run ./cmd/gocelery-bench -n 20000 -runs 3 -workloads W1,W2,W3,W4,W5,P1
 //
 // Messages are pre-published (not measured) in the exact bytes Celery's
 // send_task writes, captured once from Python at start. Completion is
@@ -43,6 +43,8 @@ type bench struct {
 	ceilPrefetch          int
 	w3N, w4N, w4C, w4PyC  int
 	w5N                   int
+	p1N, p1SeqN           int
+	p1PyN, p1Par          int
 	w5PyWait              time.Duration
 	impls                 map[string]bool
 	rabbitPids, redisPids []int
@@ -80,7 +82,11 @@ func main() {
 	flag.IntVar(&b.w4PyC, "w4-py-c", 64, "W4 Python threads pool size")
 	flag.IntVar(&b.w5N, "w5-n", 10000, "W5 countdown tasks held")
 	flag.DurationVar(&b.w5PyWait, "w5-py-wait", 15*time.Second, "W5: how long Python Celery gets to take the countdown tasks in")
-	flag.StringVar(&workloads, "workloads", "W1,W2,W3,W4,W5", "workloads to run")
+	flag.IntVar(&b.p1N, "p1-n", 20000, "P1 tasks published by the concurrent Go client and the raw ceilings")
+	flag.IntVar(&b.p1SeqN, "p1-seq-n", 3000, "P1 tasks published by the Go client from one goroutine (a confirm per task)")
+	flag.IntVar(&b.p1PyN, "p1-py-n", 2000, "P1 tasks Python's send_task publishes per run")
+	flag.IntVar(&b.p1Par, "p1-par", 64, "P1 goroutines sharing one Go client in the concurrent run")
+	flag.StringVar(&workloads, "workloads", "W1,W2,W3,W4,W5,P1", "workloads to run (P1: publish rate of the Go client and Python's send_task)")
 	flag.StringVar(&impls, "impls", "ceiling,gocelery,python", "implementations to run")
 	flag.StringVar(&b.brokerURL, "broker", "amqp://guest:guest@127.0.0.1:5672//", "RabbitMQ URL")
 	flag.StringVar(&b.redisURL, "redis", "redis://127.0.0.1:6379/5", "Redis result backend (the bench deletes only the keys it made)")
@@ -120,6 +126,8 @@ func main() {
 			rep.w4 = b.throughput("W4", "sleep", true)
 		case "W5":
 			rep.w5 = b.memory()
+		case "P1":
+			rep.p1 = b.publishRates()
 		case "":
 		default:
 			fmt.Fprintf(os.Stderr, "unknown workload %q\n", w)

@@ -13,6 +13,7 @@ type report struct {
 	w1, w2, w4 map[string][]runResult
 	w3         map[string]rttResult
 	w5         map[string]memResult
+	p1         *publishResult
 }
 
 // agg summarizes the runs of one implementation: median and range of the
@@ -209,6 +210,9 @@ func (r *report) print(w io.Writer, took time.Duration) {
 			target{name: "W5 gocelery idle RSS <= 20 MiB", want: "<= 20 MiB", got: fmt.Sprintf("%.1f MiB", mib(g.idle)), known: ok, pass: ok && mib(g.idle) <= 20},
 			target{name: fmt.Sprintf("W5 gocelery RSS with %d held <= 64 MiB", b.w5N), want: "<= 64 MiB", got: fmt.Sprintf("%.1f MiB", mib(g.held)), known: ok, pass: ok && mib(g.held) <= 64})
 	}
+	if r.p1 != nil {
+		targets = append(targets, r.printP1(w)...)
+	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "| target | wanted | got | result |")
 	fmt.Fprintln(w, "|---|---|---|---|")
@@ -227,4 +231,47 @@ func (r *report) print(w io.Writer, took time.Duration) {
 	fmt.Fprintln(w, "Every run is validated: all task ids SUCCESS in Redis (W1, W4), queue empty after the worker stopped and nothing but SUCCESS stored (W2).")
 	fmt.Fprintf(w, "Python W1/W2 runs use %d tasks (-py-n) to keep the whole bench within minutes.\n", b.pyN)
 	fmt.Fprintln(w, "CPU ms per 1k tasks: utime+stime over the measured interval of the worker's process tree (the bench process for the ceiling), RabbitMQ (beam.smp) and redis-server.")
+	if r.p1 != nil {
+		fmt.Fprintln(w, "P1: publish rate after a warm-up of 200, nothing consuming; valid when the queue holds every message. client.SendTask returns after the broker's confirm")
+		fmt.Fprintln(w, "(a persistent message on a durable queue: RabbitMQ confirms once it is on disk); Python's send_task does not wait for one unless confirm_publish is set.")
+	}
+}
+
+// printP1 prints the publish rates (their own table: P1 has no worker)
+// and returns the P1 target: the Go client (one goroutine, a confirm per
+// message) at least 10x Python's send_task loop with Celery's defaults.
+func (r *report) printP1(w io.Writer) []target {
+	rows := r.p1.rows
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| P1 publish gocelery.noop | tasks | tasks/s | vs Python send_task (defaults) |")
+	fmt.Fprintln(w, "|---|---|---|---|")
+	var py float64
+	for _, x := range rows {
+		if x.invalid == "" && strings.Contains(x.label, "defaults") {
+			py = x.rate
+		}
+	}
+	for _, x := range rows {
+		rate := "INVALID: " + x.invalid
+		if x.invalid == "" {
+			rate = fmt.Sprintf("%.0f", x.rate)
+		}
+		fmt.Fprintf(w, "| %s | %d | %s | %s |\n", x.label, x.n, rate, ratio(x.rate, py))
+	}
+	var goSeq, goPar float64
+	okSeq, okPar := false, false
+	for _, x := range rows {
+		switch {
+		case strings.HasPrefix(x.label, "Go") && strings.Contains(x.label, " 1 goroutine"):
+			goSeq, okSeq = x.rate, x.invalid == ""
+		case strings.HasPrefix(x.label, "Go"):
+			goPar, okPar = x.rate, x.invalid == ""
+		}
+	}
+	return []target{
+		{name: "P1 Go client (1 goroutine) >= 10x Python send_task", want: ">= 10x", got: ratio(goSeq, py),
+			known: okSeq && py > 0, pass: okSeq && py > 0 && goSeq >= 10*py},
+		{name: fmt.Sprintf("P1 Go client (%d goroutines) >= 10x Python send_task", r.b.p1Par), want: ">= 10x", got: ratio(goPar, py),
+			known: okPar && py > 0, pass: okPar && py > 0 && goPar >= 10*py},
+	}
 }
