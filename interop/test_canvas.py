@@ -104,3 +104,17 @@ def test_nested_chain_step(worker):
     last = wait_for(lambda: child.children, what="grandchild")[0]
     assert last.get(timeout=T) == 112
     assert c.apply_async().get(timeout=T) == {"args": [2, "x"], "kwargs": {}}
+
+
+def test_chain_step_options(worker):
+    """A step's own options (sig.set(countdown=..., expires=...)) hold when
+    the worker sends the step: it waits for its countdown, and an expires
+    that has passed by then revokes it."""
+    start = time.monotonic()
+    r = chain(worker.signature("gocelery.add", args=(1, 2)),
+              worker.signature("gocelery.add", args=(10,)).set(countdown=2)).apply_async()
+    assert r.get(timeout=T) == 13
+    assert time.monotonic() - start >= 1.9, "the step ran before its countdown"
+    expired = chain(worker.signature("gocelery.add", args=(1, 2)),
+                    worker.signature("gocelery.add", args=(10,)).set(countdown=2, expires=1)).apply_async()
+    wait_for(lambda: expired.state == "REVOKED", timeout=T, what="the step revoked as expired")

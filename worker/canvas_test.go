@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/celeryworker/gocelery/backends"
 	"github.com/celeryworker/gocelery/broker/brokertest"
@@ -244,5 +245,45 @@ func TestChord(t *testing.T) {
 				t.Fatal("the body was published despite a failed part")
 			}
 		})
+	}
+}
+
+// TestChainStepOptions: the options a step's signature carries
+// (sig.set(countdown=..., expires=..., priority=..., ...)) reach the
+// message the worker sends for it, as Python's worker sends them; a step
+// with a countdown is held, not run at once.
+func TestChainStepOptions(t *testing.T) {
+	t.Parallel()
+	runs := newRunLog()
+	f := startWorker(t, canvasRegistry(runs), worker.Config{})
+	next := sig("t.record", "step")
+	next.Options["countdown"] = int64(60)
+	next.Options["expires"] = 120.0
+	next.Options["priority"] = int64(5)
+	next.Options["time_limit"] = int64(30)
+	next.Options["soft_time_limit"] = 20.5
+	next.Options["shadow"] = "nice name"
+	next.Options["headers"] = map[string]any{"tenant": "acme"}
+	before := time.Now()
+	f.send(&protocol.Message{ID: "first", Task: "t.add", Args: []any{int64(1), int64(2)}, Chain: []protocol.Signature{next}})
+	f.result("first", backends.StatusSuccess)
+	brokertest.WaitFor(t, patience, func() bool { return len(f.b.Published()) == 1 }, "the step published")
+	m := decodeSent(t, f.b.Published()[0])
+	if m.ETA == nil || m.ETA.Sub(before) < 59*time.Second || m.ETA.Sub(before) > 61*time.Second+patience {
+		t.Errorf("eta %v, want about now+60s", m.ETA)
+	}
+	if m.Expires == nil || m.Expires.Sub(before) < 119*time.Second {
+		t.Errorf("expires %v, want about now+120s", m.Expires)
+	}
+	if m.Priority != 5 || m.TimeLimit.Hard != 30 || m.TimeLimit.Soft != 20.5 || m.Shadow != "nice name" || m.Headers["tenant"] != "acme" {
+		t.Errorf("step message: priority %d, time limits %+v, shadow %q, headers %v", m.Priority, m.TimeLimit, m.Shadow, m.Headers)
+	}
+	// Held for its countdown, not run.
+	brokertest.WaitFor(t, patience, func() bool {
+		s, _ := f.control("scheduled", nil).([]any)
+		return len(s) == 1
+	}, "the step held until its ETA")
+	if runs.count("step") != 0 {
+		t.Fatal("the step ran before its countdown")
 	}
 }

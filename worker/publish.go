@@ -9,6 +9,7 @@ import (
 
 	"github.com/celeryworker/gocelery/broker"
 	"github.com/celeryworker/gocelery/protocol"
+	"github.com/celeryworker/gocelery/tasks"
 )
 
 // The worker as a producer: retries, chain steps, callbacks, errbacks and
@@ -84,7 +85,7 @@ func (w *Worker) sendSignature(j *job, sig protocol.Signature, arg any, prepend 
 	if g, ok := opts["group_id"].(string); ok {
 		m.Group = g
 	}
-	if gi, ok := toInt(opts["group_index"]); ok {
+	if gi, ok := optInt(opts["group_index"]); ok {
 		i := int(gi)
 		m.GroupIndex = &i
 	}
@@ -99,6 +100,7 @@ func (w *Worker) sendSignature(j *job, sig protocol.Signature, arg any, prepend 
 			m.Chord = &s
 		}
 	}
+	stepOptions(m, opts, time.Now())
 	queue := w.cfg.DefaultQueue
 	if q, ok := opts["queue"].(string); ok && q != "" {
 		queue = q
@@ -115,4 +117,68 @@ func (w *Worker) sendSignature(j *job, sig protocol.Signature, arg any, prepend 
 		return ""
 	}
 	return id
+}
+
+// stepOptions applies the apply_async options a step's signature carries
+// (sig.set(countdown=...) and the like), as Python's worker does when it
+// sends the step: countdown or eta, expires, priority, time limits,
+// shadow, ignore_result, retries and extra headers. Values that are not
+// of the right type are ignored, as Celery would fail on them only later.
+func stepOptions(m *protocol.Message, opts map[string]any, now time.Time) {
+	if c, ok := tasks.AsFloat(opts["countdown"]); ok && c != 0 {
+		eta := now.Add(time.Duration(c * float64(time.Second)))
+		m.ETA = &eta
+	} else if eta, ok := optTime(opts["eta"]); ok {
+		m.ETA = &eta
+	}
+	if e, ok := tasks.AsFloat(opts["expires"]); ok {
+		exp := now.Add(time.Duration(e * float64(time.Second)))
+		m.Expires = &exp
+	} else if exp, ok := optTime(opts["expires"]); ok {
+		m.Expires = &exp
+	}
+	if p, ok := optInt(opts["priority"]); ok && p >= 0 && p <= 255 {
+		m.Priority = uint8(p)
+	}
+	if h, ok := tasks.AsFloat(opts["time_limit"]); ok {
+		m.TimeLimit.Hard = h
+	}
+	if s, ok := tasks.AsFloat(opts["soft_time_limit"]); ok {
+		m.TimeLimit.Soft = s
+	}
+	if sh, ok := opts["shadow"].(string); ok {
+		m.Shadow = sh
+	}
+	if ir, ok := opts["ignore_result"].(bool); ok {
+		m.IgnoreResult = ir
+	}
+	if r, ok := optInt(opts["retries"]); ok && r >= 0 {
+		m.Retries = int(r)
+	}
+	if h, ok := opts["headers"].(map[string]any); ok && len(h) > 0 {
+		m.Headers = maps.Clone(h)
+	}
+}
+
+// optInt reads an integer option whatever number type the decoder gave.
+func optInt(v any) (int64, bool) {
+	b, ok := tasks.AsBigInt(v)
+	if !ok || !b.IsInt64() {
+		return 0, false
+	}
+	return b.Int64(), true
+}
+
+// optTime reads a time option: an ISO-8601 string or a kombu datetime.
+func optTime(v any) (time.Time, bool) {
+	switch x := v.(type) {
+	case protocol.DateTime:
+		return x.Time, true
+	case string:
+		t, _, err := protocol.ParseTime(x)
+		return t, err == nil
+	case time.Time:
+		return x, true
+	}
+	return time.Time{}, false
 }
