@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"sync"
 	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
@@ -19,13 +21,23 @@ type Params struct {
 	// Heartbeat is the AMQP heartbeat (Celery's broker_heartbeat); 0 means
 	// 60 s, negative turns heartbeats off.
 	Heartbeat time.Duration
+	// FailoverStrategy orders the URLs of a ";"-separated list, as
+	// Celery's broker_failover_strategy: "round-robin" (the default) or
+	// "shuffle".
+	FailoverStrategy string
 }
 
-// Transport dials RabbitMQ; it implements broker.Transport.
+// Transport dials RabbitMQ; it implements broker.Transport. With a
+// failover list it moves to the next URL when one cannot be reached, and
+// stays on the one that worked.
 type Transport struct {
 	raw       string
-	uri       amqp091.URI
+	uris      []amqp091.URI
+	raws      []string
 	heartbeat time.Duration
+
+	mu      sync.Mutex
+	current int // index of the URL to try first
 }
 
 var _ broker.Transport = (*Transport)(nil)
@@ -33,9 +45,19 @@ var _ broker.Transport = (*Transport)(nil)
 // NewTransport checks the URL at once, so a URL that can never work ends
 // the worker before it starts (errors wrap broker.ErrMisconfigured).
 func NewTransport(p Params) (*Transport, error) {
-	uri, err := ParseURL(p.URL)
+	uris, raws, err := ParseURLs(p.URL)
 	if err != nil {
 		return nil, broker.Misconfigured(err)
+	}
+	switch p.FailoverStrategy {
+	case "", "round-robin":
+	case "shuffle":
+		rand.Shuffle(len(uris), func(i, j int) {
+			uris[i], uris[j] = uris[j], uris[i]
+			raws[i], raws[j] = raws[j], raws[i]
+		})
+	default:
+		return nil, broker.Misconfigured(fmt.Errorf("amqp: broker failover strategy %q is not supported (want round-robin or shuffle)", p.FailoverStrategy))
 	}
 	hb := p.Heartbeat
 	if hb == 0 {
@@ -48,23 +70,48 @@ func NewTransport(p Params) (*Transport, error) {
 	if raw == "" {
 		raw = DefaultURL
 	}
-	return &Transport{raw: raw, uri: uri, heartbeat: hb}, nil
+	return &Transport{raw: raw, uris: uris, raws: raws, heartbeat: hb}, nil
 }
 
-// Info describes the broker, password redacted.
+// Info describes the broker in use (the current URL of a failover list),
+// password redacted; URL is the whole list, redacted.
 func (t *Transport) Info() broker.Info {
-	return broker.Info{Transport: "amqp", URL: Redacted(t.raw), Hostname: t.uri.Host, Port: t.uri.Port,
-		UserID: t.uri.Username, VirtualHost: t.uri.Vhost, SSL: t.uri.Scheme == "amqps",
+	t.mu.Lock()
+	u := t.uris[t.current]
+	t.mu.Unlock()
+	return broker.Info{Transport: "amqp", URL: Redacted(t.raw), Hostname: u.Host, Port: u.Port,
+		UserID: u.Username, VirtualHost: u.Vhost, SSL: u.Scheme == "amqps",
 		Heartbeat: t.heartbeat.Seconds()}
 }
 
-// Dial connects; see broker.Transport.
+// Dial connects to the current URL, and on a fault that may heal moves
+// round the failover list until one answers; a misconfiguration ends the
+// round at once. Every URL in errors and logs is redacted.
 func (t *Transport) Dial(ctx context.Context, p broker.DialParams) (broker.Conn, error) {
-	c, err := dial(ctx, t.uri, t.heartbeat, p.Name)
-	if err != nil {
-		return nil, fmt.Errorf("amqp: connect to %s: %w", Redacted(t.raw), classify(err))
+	t.mu.Lock()
+	start := t.current
+	t.mu.Unlock()
+	var errs []error
+	for k := range t.uris {
+		i := (start + k) % len(t.uris)
+		c, err := dial(ctx, t.uris[i], t.heartbeat, p.Name)
+		if err == nil {
+			t.mu.Lock()
+			t.current = i
+			t.mu.Unlock()
+			return c, nil
+		}
+		err = fmt.Errorf("amqp: connect to %s: %w", Redacted(t.raws[i]), classify(err))
+		if errors.Is(err, broker.ErrMisconfigured) || ctx.Err() != nil {
+			return nil, err
+		}
+		errs = append(errs, err)
 	}
-	return c, nil
+	// Next time, start after the one tried first.
+	t.mu.Lock()
+	t.current = (start + 1) % len(t.uris)
+	t.mu.Unlock()
+	return nil, errors.Join(errs...)
 }
 
 func dial(ctx context.Context, uri amqp091.URI, heartbeat time.Duration, name string) (*Conn, error) {

@@ -189,3 +189,41 @@ func TestDeliveryLostWithConnection(t *testing.T) {
 	ch.QueueDelete(q, false, false, false)
 	ch.ExchangeDelete(q, false, false)
 }
+
+// A ";" failover list: a dead first URL is skipped, the transport stays on
+// the one that answered, and every URL in the error of an all-dead list is
+// redacted.
+func TestFailoverList(t *testing.T) {
+	liveConn(t)
+	tr, err := NewTransport(Params{URL: "amqp://guest:S3cretPw@127.0.0.1:1//;" + testURL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for range 2 {
+		c, err := tr.Dial(ctx, broker.DialParams{Name: "amqp-failover-test"})
+		if err != nil {
+			t.Fatalf("dial with a dead first URL: %v", err)
+		}
+		c.Close()
+		if info := tr.Info(); info.Port != 5672 || strings.Contains(info.URL, "S3cretPw") {
+			t.Fatalf("info %+v: want the live broker, password hidden", info)
+		}
+	}
+	dead, err := NewTransport(Params{URL: "amqp://u:S3cretPw@127.0.0.1:1//;amqp://u:S3cretPw@127.0.0.1:2//"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = dead.Dial(ctx, broker.DialParams{Name: "amqp-failover-test"})
+	if err == nil || errors.Is(err, broker.ErrMisconfigured) || strings.Contains(err.Error(), "S3cretPw") ||
+		!strings.Contains(err.Error(), "127.0.0.1:1") || !strings.Contains(err.Error(), "127.0.0.1:2") {
+		t.Fatalf("all dead: %v (want a transient error naming both, no password)", err)
+	}
+	if _, err := NewTransport(Params{URL: testURL, FailoverStrategy: "random"}); !errors.Is(err, broker.ErrMisconfigured) {
+		t.Fatalf("unknown strategy: %v", err)
+	}
+	if _, err := NewTransport(Params{URL: testURL + ";" + testURL, FailoverStrategy: "shuffle"}); err != nil {
+		t.Fatal(err)
+	}
+}

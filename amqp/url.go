@@ -13,11 +13,35 @@ import (
 // DefaultURL is Celery's default broker.
 const DefaultURL = "amqp://guest:guest@localhost:5672//"
 
+// ParseURLs reads a ";"-separated failover list (Celery's broker_url
+// with alternates), every URL as ParseURL reads one.
+func ParseURLs(raw string) ([]amqp091.URI, []string, error) {
+	if raw == "" {
+		raw = DefaultURL
+	}
+	var uris []amqp091.URI
+	var raws []string
+	for _, part := range strings.Split(raw, ";") {
+		if part = strings.TrimSpace(part); part == "" {
+			continue
+		}
+		u, err := ParseURL(part)
+		if err != nil {
+			return nil, nil, err
+		}
+		uris, raws = append(uris, u), append(raws, part)
+	}
+	if len(uris) == 0 {
+		return nil, nil, fmt.Errorf("amqp: broker URL %q names no broker", Redacted(raw))
+	}
+	return uris, raws, nil
+}
+
 // ParseURL reads a broker URL as Celery/kombu write it and returns the URI
 // amqp091 dials. Differences from amqp091's own parser: "amqp://host//"
 // and "amqp://host/" both mean vhost "/" (kombu's default), the pyamqp and
 // librabbitmq schemes are aliases of amqp, and of a ";"-separated failover
-// list the first URL is used.
+// list the first URL is read (ParseURLs reads them all).
 func ParseURL(raw string) (amqp091.URI, error) {
 	if raw == "" {
 		raw = DefaultURL

@@ -144,3 +144,28 @@ def test_example_program_export_retries_and_reports_progress(app, orders_worker)
     assert len(out["sha256"]) == 64
     assert seen and max(seen) <= 20, seen
     os.remove(out["path"])
+
+
+@pytest.mark.parametrize("kind", ["go", "py"])
+def test_failover_list_with_a_dead_first_url(app, kind):
+    """broker_url as a ";" failover list whose first broker is down: the
+    worker moves on to the next one and serves (round-robin, Celery's
+    default broker_failover_strategy)."""
+    tag = uuid.uuid4().hex[:8]
+    queue = f"interop-failover-{kind}-{tag}"
+    node = f"failover-{kind}-{tag}@{HOST}"
+    failover = "amqp://guest:guest@127.0.0.1:1//;" + BROKER
+    if kind == "go":
+        cmd = [go_binary("GOCELERY_BIN", "gocelery"), "worker", "-b", failover, "-Q", queue, "-n", node, "-c", "2"]
+    else:
+        cmd = [sys.executable, "-m", "celery", "-A", "pytasks", "-b", failover, "worker", "-Q", queue,
+               "-n", node, "-c", "2", "-P", "prefork", "--without-gossip", "--without-mingle"]
+    proc, log = spawn(cmd, f"{queue}.out")
+    try:
+        r = app.send_task("gocelery.add", args=[40, 2], queue=queue)
+        assert r.get(timeout=60) == 42
+        assert proc.poll() is None
+    finally:
+        code = stop(proc, log)
+        delete_queue(app, queue)
+    assert code == 0
