@@ -51,7 +51,7 @@ func ParseURL(raw string) (amqp091.URI, error) {
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return amqp091.URI{}, fmt.Errorf("amqp: broker URL: %w", redactErr(err, raw))
+		return amqp091.URI{}, fmt.Errorf("amqp: broker URL: %w", redact.Error(err, raw))
 	}
 	switch u.Scheme {
 	case "amqp", "pyamqp", "librabbitmq":
@@ -72,7 +72,7 @@ func ParseURL(raw string) (amqp091.URI, error) {
 	u.RawPath = ""
 	uri, err := amqp091.ParseURI(u.String())
 	if err != nil {
-		return amqp091.URI{}, fmt.Errorf("amqp: broker URL: %w", redactErr(err, raw))
+		return amqp091.URI{}, fmt.Errorf("amqp: broker URL: %w", redact.Error(err, raw))
 	}
 	uri.Vhost = vhost
 	return uri, nil
@@ -80,5 +80,3 @@ func ParseURL(raw string) (amqp091.URI, error) {
 
 // Redacted returns the URL with its password hidden, for logs and errors.
 func Redacted(raw string) string { return redact.URL(raw) }
-
-func redactErr(err error, raw string) error { return redact.Error(err, raw) }

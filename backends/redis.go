@@ -2,7 +2,6 @@ package backends
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -102,14 +101,27 @@ func (r *Redis) Key(taskID string) string { return r.prefix + KeyPrefix + taskID
 // so a password the server does not know is reported as Celery reports it.
 func (r *Redis) Ping(ctx context.Context) error {
 	if err := r.client.Ping(ctx).Err(); err != nil {
-		return fmt.Errorf("backends: redis ping: %w", err)
+		return authError(fmt.Errorf("backends: redis ping: %w", err))
 	}
 	if o := r.client.Options(); o.Password != "" && o.Username == "" && o.CredentialsProvider == nil {
 		if err := r.client.Do(ctx, "AUTH", o.Password).Err(); err != nil {
-			return fmt.Errorf("backends: redis AUTH: %w", err)
+			return authError(fmt.Errorf("backends: redis AUTH: %w", err))
 		}
 	}
 	return nil
+}
+
+// authError marks Redis's answers to a wrong or missing password (and to
+// a user without the right) as ErrMisconfigured: no retry can heal them.
+// Other errors (refused, timed out) are returned as they are.
+func authError(err error) error {
+	s := err.Error()
+	for _, m := range []string{"WRONGPASS", "NOAUTH", "without any password configured", "invalid password", "NOPERM"} {
+		if strings.Contains(s, m) {
+			return misconfigured{err}
+		}
+	}
+	return err
 }
 
 // ErrMisconfigured marks backend errors no retry can heal (a URL that
@@ -167,13 +179,11 @@ func (r *Redis) Status(ctx context.Context, taskID string) (string, error) {
 	if err != nil || b == nil {
 		return StatusPending, err
 	}
-	var doc struct {
-		Status string `json:"status"`
+	status, err := DocStatus(b)
+	if err != nil {
+		return "", fmt.Errorf("backends: stored result of %s: %w", taskID, err)
 	}
-	if err := json.Unmarshal(b, &doc); err != nil {
-		return "", fmt.Errorf("backends: stored result of %s is not JSON: %w", taskID, err)
-	}
-	return doc.Status, nil
+	return status, nil
 }
 
 // Close writes what StoreAsync has queued, stops the writer and closes

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -470,4 +471,28 @@ func ExampleRedis_Key() {
 	defer rb.Close()
 	fmt.Println(rb.Key("4a60e875"))
 	// Output: app_celery-task-meta-4a60e875
+}
+
+// A password the server refuses is a misconfiguration (no retry heals it),
+// also on a server without a password, where go-redis's own login would
+// let any password in; an unreachable server is not.
+func TestPingClassifiesAuth(t *testing.T) {
+	newBackend(t, backends.RedisParams{URL: testRedisURL}) // skips when Redis is down
+	ctx := context.Background()
+	refused, err := backends.NewRedis(backends.RedisParams{URL: "redis://:N0pe-s3cret@127.0.0.1:6379/15"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer refused.Close()
+	if err := refused.Ping(ctx); !errors.Is(err, backends.ErrMisconfigured) {
+		t.Errorf("refused password: %v, want ErrMisconfigured", err)
+	}
+	down, err := backends.NewRedis(backends.RedisParams{URL: "redis://127.0.0.1:1/0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer down.Close()
+	if err := down.Ping(ctx); err == nil || errors.Is(err, backends.ErrMisconfigured) {
+		t.Errorf("unreachable: %v, want a transient error", err)
+	}
 }

@@ -895,8 +895,13 @@ func fnmatchRegexp(p string) string {
 	return b.String()
 }
 
+// toInt reads an integer however the decoders gave it: a Go integer type,
+// or a json.Number holding one.
 func toInt(v any) (int64, bool) {
 	switch x := v.(type) {
+	case json.Number:
+		n, err := x.Int64()
+		return n, err == nil
 	case int64:
 		return x, true
 	case int32:

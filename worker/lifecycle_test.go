@@ -603,9 +603,9 @@ type pingBackend struct {
 
 func (p *pingBackend) Ping(ctx context.Context) error { return p.err }
 
-// TestBackendCheckedAtStart: refused backend credentials end Run with a
-// ConfigError naming result_backend before any dial; an unreachable
-// backend is only a warning.
+// TestBackendCheckedAtStart: refused backend credentials (a Ping error
+// wrapping backends.ErrMisconfigured) end Run with a ConfigError naming
+// result_backend before any dial; an unreachable backend is only a warning.
 func TestBackendCheckedAtStart(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -613,7 +613,9 @@ func TestBackendCheckedAtStart(t *testing.T) {
 		err     error
 		setting string // "" when Run goes on
 	}{
-		{"refused credentials", errors.New("WRONGPASS invalid username-password pair"), "result_backend"},
+		// What backends.Redis.Ping returns for a refused password: the
+		// backend, which knows Redis's answers, marks it.
+		{"refused credentials", fmt.Errorf("backends: redis AUTH: WRONGPASS invalid username-password pair: %w", backends.ErrMisconfigured), "result_backend"},
 		{"misconfigured", fmt.Errorf("bad url: %w", backends.ErrMisconfigured), "result_backend"},
 		{"unreachable", errors.New("dial tcp 127.0.0.1:6379: connect: connection refused"), ""},
 	} {

@@ -85,7 +85,7 @@ func (w *Worker) sendSignature(j *job, sig protocol.Signature, arg any, prepend 
 	if g, ok := opts["group_id"].(string); ok {
 		m.Group = g
 	}
-	if gi, ok := optInt(opts["group_index"]); ok {
+	if gi, ok := toInt(opts["group_index"]); ok {
 		i := int(gi)
 		m.GroupIndex = &i
 	}
@@ -137,7 +137,7 @@ func stepOptions(m *protocol.Message, opts map[string]any, now time.Time) {
 	} else if exp, ok := optTime(opts["expires"]); ok {
 		m.Expires = &exp
 	}
-	if p, ok := optInt(opts["priority"]); ok && p >= 0 && p <= 255 {
+	if p, ok := toInt(opts["priority"]); ok && p >= 0 && p <= 255 {
 		m.Priority = uint8(p)
 	}
 	if h, ok := tasks.AsFloat(opts["time_limit"]); ok {
@@ -152,21 +152,12 @@ func stepOptions(m *protocol.Message, opts map[string]any, now time.Time) {
 	if ir, ok := opts["ignore_result"].(bool); ok {
 		m.IgnoreResult = ir
 	}
-	if r, ok := optInt(opts["retries"]); ok && r >= 0 {
+	if r, ok := toInt(opts["retries"]); ok && r >= 0 {
 		m.Retries = int(r)
 	}
 	if h, ok := opts["headers"].(map[string]any); ok && len(h) > 0 {
 		m.Headers = maps.Clone(h)
 	}
-}
-
-// optInt reads an integer option whatever number type the decoder gave.
-func optInt(v any) (int64, bool) {
-	b, ok := tasks.AsBigInt(v)
-	if !ok || !b.IsInt64() {
-		return 0, false
-	}
-	return b.Int64(), true
 }
 
 // optTime reads a time option: an ISO-8601 string or a kombu datetime.

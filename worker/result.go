@@ -3,7 +3,6 @@ package worker
 import (
 	"context"
 	"errors"
-	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -75,23 +74,12 @@ func (w *Worker) checkBackend(ctx context.Context) error {
 	if err == nil {
 		return nil
 	}
-	if errors.Is(err, backends.ErrMisconfigured) || isAuthError(err) {
+	if errors.Is(err, backends.ErrMisconfigured) {
 		return &ConfigError{Setting: "result_backend", Err: err}
 	}
 	w.backendDown.Store(true)
 	w.log.Warn().Err(err).Msg("result backend not reachable yet; results are retried")
 	return nil
-}
-
-// isAuthError recognises Redis's answers to a wrong or missing password.
-func isAuthError(err error) bool {
-	s := err.Error()
-	for _, m := range []string{"WRONGPASS", "NOAUTH", "without any password configured", "invalid password", "NOPERM"} {
-		if strings.Contains(s, m) {
-			return true
-		}
-	}
-	return false
 }
 
 // newResult starts a result document for m with Celery's fields; queue is

@@ -30,12 +30,7 @@ func (w *Worker) Shutdown(ctx context.Context) error {
 		}
 		return nil
 	}
-	w.lifeMu.Lock()
-	if w.runState == notRun {
-		close(w.loopDone)
-	}
-	w.runState = ran
-	w.lifeMu.Unlock()
+	w.markStopping()
 
 	var err error
 	select {
@@ -72,12 +67,7 @@ func (w *Worker) Shutdown(ctx context.Context) error {
 func (w *Worker) Close() error {
 	w.stopTaking()
 	w.stopOnce.Do(func() {})
-	w.lifeMu.Lock()
-	if w.runState == notRun {
-		close(w.loopDone)
-	}
-	w.runState = ran
-	w.lifeMu.Unlock()
+	w.markStopping()
 	w.failAcknowledged("cold shutdown")
 	w.cancelBase(ErrColdShutdown)
 	w.finalize()
@@ -136,4 +126,15 @@ func (w *Worker) failAcknowledged(reason string) {
 		}
 		return true
 	})
+}
+
+// markStopping records that the worker stops; if Run never started, no
+// serve loop will close loopDone, so it is closed here.
+func (w *Worker) markStopping() {
+	w.lifeMu.Lock()
+	defer w.lifeMu.Unlock()
+	if w.runState == notRun {
+		close(w.loopDone)
+	}
+	w.runState = ran
 }
