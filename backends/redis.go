@@ -2,6 +2,7 @@ package backends
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"strings"
@@ -27,6 +28,10 @@ type RedisParams struct {
 	Extended bool
 	// KeyPrefix is Celery's global_keyprefix transport option.
 	KeyPrefix string
+	// TransportOptions are result_backend_transport_options: master_name
+	// (required by sentinel:// URLs), sentinel_kwargs, socket_timeout,
+	// socket_connect_timeout.
+	TransportOptions TransportOptions
 }
 
 // Redis is Celery's Redis result backend.
@@ -38,6 +43,8 @@ type Redis struct {
 	writerDone  chan struct{}
 
 	client   *redis.Client
+	display  string // the URL, credentials hidden
+	warning  string
 	ttl      time.Duration
 	extended bool
 	prefix   string
@@ -65,17 +72,24 @@ redis.call('PUBLISH', KEYS[1], ARGV[1])
 return 1
 `)
 
-// NewRedis connects to the backend at p.URL (redis://, rediss://,
-// unix://, with Celery's /db suffix).
+// NewRedis connects to the backend at p.URL: redis://, rediss:// (with
+// Celery's ssl_cert_reqs, ssl_ca_certs, ssl_certfile, ssl_keyfile),
+// unix:// or socket://, and sentinel:// lists, with Celery's /db suffix.
 func NewRedis(p RedisParams) (*Redis, error) {
 	url := p.URL
 	if url == "" {
 		url = "redis://localhost:6379/0"
 	}
-	opts, err := redis.ParseURL(url)
+	opts, err := parseURL(url, p.TransportOptions)
 	if err != nil {
 		// Parse errors quote the URL, password included.
 		return nil, misconfigured{fmt.Errorf("backends: result backend URL %q: %w", redact.URL(url), redact.Error(err, url))}
+	}
+	var client *redis.Client
+	if opts.sentinel != nil {
+		client = redis.NewFailoverClient(opts.sentinel)
+	} else {
+		client = redis.NewClient(opts.single)
 	}
 	ttl := p.Expires
 	if ttl == 0 {
@@ -85,8 +99,16 @@ func NewRedis(p RedisParams) (*Redis, error) {
 	if prefix != "" && !strings.ContainsAny(prefix[len(prefix)-1:], ":_-.") {
 		prefix += "_"
 	}
-	return &Redis{client: redis.NewClient(opts), ttl: ttl, extended: p.Extended, prefix: prefix}, nil
+	return &Redis{client: client, display: opts.display, warning: opts.warning, ttl: ttl, extended: p.Extended, prefix: prefix}, nil
 }
+
+// URL is the backend's URL with its credentials hidden, for the banner
+// and inspect.
+func (r *Redis) URL() string { return r.display }
+
+// Warning says what is unsafe in the configuration (a rediss:// URL that
+// does not check certificates), or is empty.
+func (r *Redis) Warning() string { return r.warning }
 
 // Client is the underlying Redis client.
 func (r *Redis) Client() *redis.Client { return r.client }
@@ -115,6 +137,11 @@ func (r *Redis) Ping(ctx context.Context) error {
 // a user without the right) as ErrMisconfigured: no retry can heal them.
 // Other errors (refused, timed out) are returned as they are.
 func authError(err error) error {
+	// A certificate the CA does not vouch for will not change by waiting.
+	var verify *tls.CertificateVerificationError
+	if errors.As(err, &verify) {
+		return misconfigured{err}
+	}
 	s := err.Error()
 	for _, m := range []string{"WRONGPASS", "NOAUTH", "without any password configured", "invalid password", "NOPERM"} {
 		if strings.Contains(s, m) {

@@ -147,7 +147,11 @@ func (r *cmdRun) connectBackend(ctx context.Context) (*backends.Redis, int) {
 	if r.conn.backend == "disabled" {
 		return nil, r.failf("--result-backend is disabled: results cannot be read; fix %s", fixBackend)
 	}
-	rb, err := backends.NewRedis(backends.RedisParams{URL: r.conn.backend})
+	topts, err := envOptions("CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS")
+	if err != nil {
+		return nil, r.failf("%v", err)
+	}
+	rb, err := backends.NewRedis(backends.RedisParams{URL: r.conn.backend, TransportOptions: topts})
 	if err != nil {
 		return nil, r.failf("cannot use the result backend%s: %v; fix %s", urlUnlessQuoted(r.conn.backend, err), err, fixBackend)
 	}

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -26,6 +27,7 @@ const (
 type workerFlags struct {
 	app, pool                         string
 	broker, backend, queues, hostname string
+	backendOptions                    map[string]any // result_backend_transport_options
 	level                             zerolog.Level
 	logFormat                         string
 	logfile, pidfile                  string
@@ -73,6 +75,7 @@ func workerFlagSet(name string, f *workerFlags) *pflag.FlagSet {
 	}
 	fs.StringVarP(&f.broker, "broker", "b", env("CELERY_BROKER_URL", defaultBroker), "broker URL (env CELERY_BROKER_URL)")
 	fs.StringVar(&f.backend, "result-backend", env("CELERY_RESULT_BACKEND", defaultBackend), "result backend URL (env CELERY_RESULT_BACKEND); \"disabled\" stores nothing")
+	fs.Var(optionsValue{&f.backendOptions}, "result-backend-transport-options", "JSON object of Celery's result_backend_transport_options, e.g. '{\"master_name\": \"mymaster\"}' for sentinel:// (env CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS)")
 	fs.StringVarP(&f.queues, "queues", "Q", "celery", "comma-separated queues to consume")
 	fs.StringVarP(&f.hostname, "hostname", "n", "celery@%h", "node name; %h, %n, %d are expanded as Celery does")
 	fs.VarP(&levelValue{&f.level}, "loglevel", "l", "DEBUG, INFO, WARNING, ERROR, CRITICAL or FATAL (any case)")
@@ -135,6 +138,13 @@ func parseWorkerFlags(name string, g *globals, args []string) (*workerFlags, err
 		f.app = g.app
 	}
 	f.quiet, f.config = g.quiet, g.config
+	if !fs.Changed("result-backend-transport-options") {
+		m, err := envOptions("CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS")
+		if err != nil {
+			return nil, err
+		}
+		f.backendOptions = m
+	}
 
 	if f.detach {
 		return nil, usagef("-D/--detach is not supported: run %s in the foreground under systemd, supervisord or a container runtime, which keep it running and collect its logs", name)
@@ -299,4 +309,42 @@ func (p Program) workerUsage() string {
 	fmt.Fprintf(&b, "usage: %s [global options] worker [flags]\n\nThe flags are `celery worker`'s:\n", p.Name)
 	b.WriteString(workerFlagSet(p.Name, &workerFlags{}).FlagUsages())
 	return b.String()
+}
+
+// optionsValue is a flag holding a JSON object, as Celery's
+// *_transport_options settings are dicts: --result-backend-transport-options
+// '{"master_name": "mymaster"}'.
+type optionsValue struct{ m *map[string]any }
+
+func (v optionsValue) String() string {
+	if v.m == nil || *v.m == nil {
+		return ""
+	}
+	b, _ := json.Marshal(*v.m)
+	return string(b)
+}
+
+func (v optionsValue) Set(s string) error {
+	var m map[string]any
+	if err := json.Unmarshal([]byte(s), &m); err != nil || m == nil {
+		return fmt.Errorf("want a JSON object such as '{\"master_name\": \"mymaster\"}'")
+	}
+	*v.m = m
+	return nil
+}
+
+func (v optionsValue) Type() string { return "json" }
+
+// envOptions reads a JSON object from an environment variable (nil when
+// unset); a malformed value is a usage error naming the variable.
+func envOptions(key string) (map[string]any, error) {
+	s := os.Getenv(key)
+	if s == "" {
+		return nil, nil
+	}
+	var m map[string]any
+	if err := (optionsValue{&m}).Set(s); err != nil {
+		return nil, usagef("%s: %v", key, err)
+	}
+	return m, nil
 }

@@ -124,11 +124,14 @@ func (p Program) runWorker(ctx context.Context, g *globals, args []string, stdou
 		if expires == 0 {
 			expires = -1 // never expire
 		}
-		rb, err := backends.NewRedis(backends.RedisParams{URL: f.backend, Expires: expires, Extended: f.resultExtended})
+		rb, err := backends.NewRedis(backends.RedisParams{URL: f.backend, Expires: expires, Extended: f.resultExtended, TransportOptions: f.backendOptions})
 		if err != nil {
 			return s.fail(fmt.Sprintf("cannot use the result backend%s: %s; fix %s", s.urlUnlessQuoted(f.backend, err), s.redactErr(err), fixBackend))
 		}
 		defer rb.Close()
+		if w := rb.Warning(); w != "" {
+			log.Warn().Msg(w)
+		}
 		backend = rb
 	}
 	transport, err := amqp.NewTransport(amqp.Params{URL: f.broker, Heartbeat: f.heartbeat})

@@ -58,7 +58,7 @@ class Worker:
         self.node = f"{kind}-{tag}@{HOST}"
         os.makedirs(LOGDIR, exist_ok=True)
         self.logpath = os.path.join(LOGDIR, f"{self.queue}.log")
-        env = dict(os.environ, CELERY_BROKER_URL=BROKER, CELERY_RESULT_BACKEND=BACKEND, **(env or {}))
+        env = dict(os.environ, CELERY_BROKER_URL=BROKER, CELERY_RESULT_BACKEND=BACKEND) | (env or {})
         if kind == "go":
             binary = os.environ.get("GOCELERY_BIN") or os.path.join(ROOT, ".build", "gocelery")
             cmd = [binary, "worker", "-Q", self.queue, "-n", self.node, "-c", str(concurrency), "-l", "INFO"]
@@ -124,7 +124,7 @@ def start_worker(app):
     """Starts extra workers with their own flags; stopped after the test."""
     started = []
 
-    def start(kind, *extra_args, concurrency=8, env=None):
+    def start(kind, *extra_args, concurrency=8, env=None, app=app):
         w = Worker(kind, app, extra_args, concurrency=concurrency, env=env)
         started.append(w)
         return w

@@ -5,6 +5,7 @@ two workers can be compared case by case:
     celery -A pytasks worker -Q some-queue
 """
 import builtins
+import json
 import os
 import time
 
@@ -19,6 +20,8 @@ app = Celery(
     backend=os.environ.get("CELERY_RESULT_BACKEND", "redis://127.0.0.1:6379/0"),
 )
 app.conf.accept_content = ["json", "msgpack"]
+if os.environ.get("CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS"):
+    app.conf.result_backend_transport_options = json.loads(os.environ["CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS"])
 app.conf.task_track_started = bool(os.environ.get("INTEROP_TRACK_STARTED"))
 app.conf.broker_connection_retry_on_startup = True
 

@@ -387,15 +387,7 @@ func (w *Worker) resultsURL() string {
 	case nil:
 		return "disabled"
 	case *backends.Redis:
-		o := b.Client().Options()
-		scheme, auth := "redis", ""
-		if o.TLSConfig != nil {
-			scheme = "rediss"
-		}
-		if o.Password != "" {
-			auth = o.Username + ":********@"
-		}
-		return fmt.Sprintf("%s://%s%s/%d", scheme, auth, o.Addr, o.DB)
+		return b.URL()
 	default:
 		return fmt.Sprintf("%T", b)
 	}
