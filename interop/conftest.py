@@ -50,11 +50,11 @@ def wait_for(cond, timeout=20.0, interval=0.05, what="condition"):
 class Worker:
     """A worker process on its own queue."""
 
-    def __init__(self, kind, app, extra_args=(), concurrency=8, env=None):
+    def __init__(self, kind, app, extra_args=(), concurrency=8, env=None, queue=None):
         self.kind = kind
         self.app = app
         tag = uuid.uuid4().hex[:8]
-        self.queue = f"interop-{kind}-{tag}"
+        self.queue = queue or f"interop-{kind}-{tag}"
         self.node = f"{kind}-{tag}@{HOST}"
         os.makedirs(LOGDIR, exist_ok=True)
         self.logpath = os.path.join(LOGDIR, f"{self.queue}.log")
@@ -85,7 +85,8 @@ class Worker:
         return self.app.signature(name, args=args, kwargs=kwargs or {}, options=opts)
 
     def logtext(self):
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         with open(self.logpath, "rb") as f:
             return f.read().decode("utf-8", "replace")[-6000:]
 
