@@ -21,7 +21,7 @@ func TestSendDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	sent := published(t, b, r.ID)
-	if sent.Route != (broker.Route{RoutingKey: "celery"}) || sent.Queue != "celery" {
+	if !routed(sent.Route, "", "celery", "celery") || sent.Queue != "celery" || !sent.Route.ETA.IsZero() {
 		t.Errorf("route %+v queue %q: want the default exchange, routing key celery", sent.Route, sent.Queue)
 	}
 	if n := len(b.Messages("celery")); n != 1 {
@@ -71,7 +71,7 @@ func TestSendEveryOption(t *testing.T) {
 		t.Errorf("result %+v", r)
 	}
 	sent := published(t, b, "my-id")
-	if sent.Route != (broker.Route{RoutingKey: "q1"}) {
+	if !routed(sent.Route, "", "q1", "q1") || sent.Route.ETA.IsZero() {
 		t.Errorf("route %+v", sent.Route)
 	}
 	env := sent.Envelope
@@ -134,6 +134,11 @@ func TestSendTimes(t *testing.T) {
 	}
 }
 
+// routed: r goes to exchange by key, and carries the definition of queue.
+func routed(r broker.Route, exchange, key, queue string) bool {
+	return r.Exchange == exchange && r.RoutingKey == key && r.Queue != nil && r.Queue.Name == queue
+}
+
 func TestSendExchangeRouting(t *testing.T) {
 	c, b := memClient(t, client.Config{DefaultQueue: "default-q"})
 	ctx := context.Background()
@@ -143,12 +148,12 @@ func TestSendExchangeRouting(t *testing.T) {
 		t.Fatal(err)
 	}
 	sent := published(t, b, r.ID)
-	if sent.Route != (broker.Route{Exchange: "q2", RoutingKey: "q2"}) || sent.Queue != "q2" {
+	if !routed(sent.Route, "q2", "q2", "q2") || sent.Queue != "q2" {
 		t.Errorf("route %+v queue %q", sent.Route, sent.Queue)
 	}
 	// Only one of them: Celery ignores it and publishes to the queue.
 	r, _ = c.SendTask(ctx, "t", nil, nil, client.RoutingKey("ignored"))
-	if sent := published(t, b, r.ID); sent.Route != (broker.Route{RoutingKey: "default-q"}) {
+	if sent := published(t, b, r.ID); !routed(sent.Route, "", "default-q", "default-q") {
 		t.Errorf("route %+v", sent.Route)
 	}
 }

@@ -101,18 +101,21 @@ func (w *Worker) sendSignature(j *job, sig protocol.Signature, arg any, prepend 
 		}
 	}
 	stepOptions(m, opts, time.Now())
+	if _, set := opts["priority"]; !set && w.cfg.DefaultPriority > 0 {
+		m.Priority = uint8(w.cfg.DefaultPriority)
+	}
 	queue := w.cfg.DefaultQueue
 	if q, ok := opts["queue"].(string); ok && q != "" {
 		queue = q
 	}
-	exchange, key := "", queue
-	if ex, ok := opts["exchange"].(string); ok && ex != "" {
-		exchange = ex
-		if rk, ok := opts["routing_key"].(string); ok {
-			key = rk
-		}
+	exchange, _ := opts["exchange"].(string)
+	key, _ := opts["routing_key"].(string)
+	route, err := w.route(queue, exchange, key, m.ETA)
+	if err != nil {
+		j.log.Error().Err(err).Str("signature", sig.Task).Msg("cannot send canvas step")
+		return ""
 	}
-	if err := w.publish(context.Background(), &j.log, broker.Route{Exchange: exchange, RoutingKey: key}, m, parent.ContentType); err != nil {
+	if err := w.publish(context.Background(), &j.log, route, m, parent.ContentType); err != nil {
 		j.log.Error().Err(err).Str("signature", sig.Task).Msg("cannot send canvas step")
 		return ""
 	}

@@ -37,6 +37,7 @@ type Broker struct {
 	cond *sync.Cond
 
 	queues  map[string][]*message
+	defs    map[string]broker.Queue         // as last declared
 	control map[string][]*protocol.Envelope // per node: its pidbox queue
 	conns   []*conn                         // live, in dial order
 	tag     uint64
@@ -77,7 +78,7 @@ type message struct {
 
 // New returns an empty broker.
 func New() *Broker {
-	b := &Broker{queues: map[string][]*message{}, control: map[string][]*protocol.Envelope{}}
+	b := &Broker{queues: map[string][]*message{}, defs: map[string]broker.Queue{}, control: map[string][]*protocol.Envelope{}}
 	b.cond = sync.NewCond(&b.mu)
 	return b
 }
@@ -173,6 +174,14 @@ func (b *Broker) route(r broker.Route, env *protocol.Envelope) string {
 	b.queues[q] = append(b.queues[q], m)
 	b.changed()
 	return q
+}
+
+// Declared returns the definition queue was last declared with.
+func (b *Broker) Declared(queue string) (broker.Queue, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	q, ok := b.defs[queue]
+	return q, ok
 }
 
 // Publish appends env to queue (created if missing) as if published to the
