@@ -131,7 +131,11 @@ func (p Program) runWorker(ctx context.Context, g *globals, args []string, stdou
 		defer rb.Close()
 		backend = rb
 	}
-	transport, err := amqp.NewTransport(amqp.Params{URL: f.broker, Heartbeat: f.heartbeat})
+	topo, err := f.topology()
+	if err != nil {
+		return s.fail(err.Error())
+	}
+	transport, err := amqp.NewTransport(amqp.Params{URL: f.broker, Heartbeat: f.heartbeat, FailoverStrategy: f.failoverStrategy})
 	if err != nil {
 		return s.fail(fmt.Sprintf("cannot use the broker%s: %s; fix %s", s.urlUnlessQuoted(f.broker, err), s.redactErr(err), fixBroker))
 	}
@@ -146,9 +150,16 @@ func (p Program) runWorker(ctx context.Context, g *globals, args []string, stdou
 	if prefetch == 0 {
 		prefetch = -1 // the worker's "unlimited"; its 0 means Celery's default
 	}
+	var queues []string
+	if f.queuesGiven {
+		queues = splitList(f.queues)
+	}
 	cfg := worker.Config{
-		Broker:             transport,
-		Queues:             splitList(f.queues),
+		Broker:                   transport,
+		Queues:                   queues,
+		Topology:                 topo,
+		DefaultPriority:          f.defaultPriority,
+		DelayedDeliveryQueueType: f.delayedDeliveryQueueType,
 		Concurrency:        conc,
 		MinConcurrency:     minConc,
 		PrefetchMultiplier: prefetch,
@@ -265,7 +276,7 @@ func (s *session) explain(err error) string {
 	case "result_backend":
 		return fmt.Sprintf("cannot use the result backend%s: %s; fix %s", s.urlUnlessQuoted(s.f.backend, ce.Err), s.redactErr(ce.Err), fixBackend)
 	case "queues":
-		return "-Q/--queues: the queue exists with other arguments or type; declare it the same way or delete it (" + s.redactErr(ce.Err) + ")"
+		return "-Q/--queues: the queue exists with other arguments or type; declare it the same way or delete it (" + s.redactErr(ce.Err) + "); --queues-file and the --task-*-queue-type, --task-*-exchange-type and --task-queue-max-priority flags say how it is declared"
 	}
 	return fmt.Sprintf("misconfigured %s: %s", ce.Setting, s.redactErr(ce.Err))
 }
@@ -318,7 +329,7 @@ func (s *session) banner(out io.Writer, node string, conc, minConc int) {
 	if f.events {
 		events = "ON"
 	}
-	queues := splitList(f.queues)
+	queues := s.queueLines()
 	names := p.Registry.Names()
 	if f.logFormat == "json" {
 		s.log.Info().Str("program", p.Name).Str("version", p.Version).Str("node", node).
