@@ -50,11 +50,11 @@ def wait_for(cond, timeout=20.0, interval=0.05, what="condition"):
 class Worker:
     """A worker process on its own queue."""
 
-    def __init__(self, kind, app, extra_args=(), concurrency=8, env=None):
+    def __init__(self, kind, app, extra_args=(), concurrency=8, env=None, queue=None):
         self.kind = kind
         self.app = app
         tag = uuid.uuid4().hex[:8]
-        self.queue = f"interop-{kind}-{tag}"
+        self.queue = queue or f"interop-{kind}-{tag}"
         self.node = f"{kind}-{tag}@{HOST}"
         os.makedirs(LOGDIR, exist_ok=True)
         self.logpath = os.path.join(LOGDIR, f"{self.queue}.log")
@@ -68,6 +68,7 @@ class Worker:
                    "-n", self.node, "-c", str(min(concurrency, 4)), "-P", "prefork",
                    "-l", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"]
         cmd += list(extra_args)
+        self.logpath = os.path.join(LOGDIR, f"{self.queue}-{kind}-{tag}.log") if queue else self.logpath
         self.log = open(self.logpath, "wb")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=HERE)
         try:

@@ -10,6 +10,7 @@ import time
 
 from celery import Celery
 from celery.utils.log import get_task_logger
+from queuesfile import conf_from_env
 
 logger = get_task_logger(__name__)
 
@@ -21,6 +22,8 @@ app = Celery(
 app.conf.accept_content = ["json", "msgpack"]
 app.conf.task_track_started = bool(os.environ.get("INTEROP_TRACK_STARTED"))
 app.conf.broker_connection_retry_on_startup = True
+# Queue topology as gocelery's flags/env give it (test_topology.py).
+app.conf.update(conf_from_env(os.environ))
 
 
 def _number(v):
