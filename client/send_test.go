@@ -267,3 +267,28 @@ func TestTypedTask(t *testing.T) {
 		t.Error("Get without a backend: no error")
 	}
 }
+
+// With a topology, a task for a quorum queue behind a topic exchange goes
+// through that exchange with its countdown on the route (the transport's
+// native delayed delivery), the queue declared as defined; a task without
+// a priority gets task_default_priority.
+func TestSendTopology(t *testing.T) {
+	quorum := broker.Queue{Name: "orders", Exchange: broker.Exchange{Name: "orders", Type: "topic"}, RoutingKey: "orders",
+		Arguments: map[string]any{"x-queue-type": "quorum"}}
+	c, b := memClient(t, client.Config{DefaultPriority: 3, Topology: broker.Topology{Queues: []broker.Queue{quorum}}})
+	r, err := c.SendTask(context.Background(), "t", nil, nil, client.Queue("orders"), client.Countdown(90*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := published(t, b, r.ID)
+	if !routed(sent.Route, "orders", "orders", "orders") || time.Until(sent.Route.ETA) < 85*time.Second || sent.Envelope.Priority != 3 {
+		t.Errorf("route %+v priority %d", sent.Route, sent.Envelope.Priority)
+	}
+	if q, ok := b.Declared("orders"); !ok || !q.Quorum() {
+		t.Errorf("declared %+v", q)
+	}
+	strict, _ := memClient(t, client.Config{Topology: broker.Topology{NoCreateMissingQueues: true}})
+	if _, err := strict.SendTask(context.Background(), "t", nil, nil, client.Queue("nope")); err == nil {
+		t.Error("sent to an undefined queue with task_create_missing_queues off")
+	}
+}

@@ -198,6 +198,16 @@ func (b *Broker) PublishRoute(r broker.Route, env *protocol.Envelope) {
 	b.route(r, env)
 }
 
+// PublishVia puts env in queue as if it had been routed there from r's
+// exchange and routing key by bindings the fake does not model (a topic
+// pattern, RabbitMQ's delay levels); the delivery reports r.
+func (b *Broker) PublishVia(queue string, r broker.Route, env *protocol.Envelope) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.queues[queue] = append(b.queues[queue], &message{env: cloneEnv(env), exchange: r.Exchange, routingKey: r.RoutingKey, queue: queue})
+	b.changed()
+}
+
 // PublishMessage encodes m as a JSON protocol v2 message and publishes it
 // to queue. It panics if m cannot be encoded, which is a bug in the test.
 func (b *Broker) PublishMessage(queue string, m *protocol.Message) {
