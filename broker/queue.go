@@ -165,6 +165,10 @@ func (q Queue) Validate() error {
 	default:
 		return fmt.Errorf("queue %q: x-queue-type %q: want classic, quorum or stream", q.Name, t)
 	}
+	if _, ok := q.Arguments["x-max-priority"]; ok && q.Type() != "classic" {
+		// RabbitMQ answers PRECONDITION_FAILED ("invalid arg").
+		return fmt.Errorf("queue %q: x-max-priority: a %s queue cannot be a priority queue (priority queues are classic; drop --task-queue-max-priority or give the queue its own definition)", q.Name, q.Type())
+	}
 	return nil
 }
 

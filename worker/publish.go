@@ -34,6 +34,15 @@ func (w *Worker) publish(ctx context.Context, log *zerolog.Logger, route broker.
 	if err != nil {
 		return err
 	}
+	if q := route.Queue; q != nil && !route.ETA.IsZero() && q.Quorum() && q.Exchange.Kind() == "direct" {
+		// Celery's producer warning, once per exchange rather than per
+		// message.
+		if _, warned := w.directWarned.LoadOrStore(q.Exchange.Name, true); !warned {
+			log.Warn().Str("exchange", q.Exchange.Name).Msgf("Direct exchanges are not supported with native delayed delivery.\n"+
+				"%s is a direct exchange but should be a topic exchange or a fanout exchange in order for native delayed delivery to work properly.\n"+
+				"If quorum queues are used, this task may block the worker process until the ETA arrives.", q.Exchange.Name)
+		}
+	}
 	if err := conn.PublishTask(ctx, route, env); err != nil {
 		return err
 	}

@@ -121,8 +121,11 @@ type Worker struct {
 	// succeeded holds ids of SkipSucceeded tasks whose SUCCESS is being
 	// written, for alreadySucceeded.
 	succeeded sync.Map
-	started   time.Time
-	clock     atomic.Int64
+	// directWarned: exchanges warned about (a delayed message to a quorum
+	// queue behind a direct exchange cannot use native delayed delivery).
+	directWarned sync.Map
+	started      time.Time
+	clock        atomic.Int64
 
 	// baseCtx is the parent of every task's context; Close cancels it.
 	baseCtx    context.Context
