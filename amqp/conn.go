@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
@@ -32,7 +33,12 @@ type Conn struct {
 	eventDeclared bool
 
 	declaredMu sync.Mutex
-	declared   map[string]bool
+	defs       map[string]broker.Queue // definitions given to DeclareQueue
+
+	ensureMu   sync.Mutex
+	ensured    map[string]bool // queues declared before publishing
+	delayReady bool            // delayed delivery levels checked
+	delayBound map[string]bool // queues bound for delayed delivery
 }
 
 var _ broker.Conn = (*Conn)(nil)
@@ -90,60 +96,110 @@ func (c *Conn) channel() (*amqp091.Channel, error) {
 	return ch, nil
 }
 
-// DeclareQueue declares a queue the way kombu does for a queue named on
-// the worker's command line (task_create_missing_queues): a durable direct
-// exchange of the same name, a durable queue, bound by the queue's name.
-// Matching attributes exactly keeps RabbitMQ from answering
-// PRECONDITION_FAILED when Python declares the same queue; when it does
-// answer so (the queue or exchange exists otherwise), the error wraps
-// broker.ErrMisconfigured.
-func (c *Conn) DeclareQueue(_ context.Context, name string) error {
-	ch, err := c.channel()
-	if err != nil {
-		return err
-	}
-	defer ch.Close()
-	if err := ch.ExchangeDeclare(name, "direct", true, false, false, false, nil); err != nil {
-		return fmt.Errorf("amqp: declare exchange %q (durable, direct): %w", name, classify(err))
-	}
-	if _, err := ch.QueueDeclare(name, true, false, false, false, nil); err != nil {
-		return fmt.Errorf("amqp: declare queue %q (durable, classic, no arguments): %w", name, classify(err))
-	}
-	if err := ch.QueueBind(name, name, name, false, nil); err != nil {
-		return fmt.Errorf("amqp: bind queue %q: %w", name, classify(err))
-	}
-	return nil
-}
-
 // ensureQueue declares a task queue once per connection before publishing
 // to it (a canvas step or errback naming its queue), as Celery's producer
 // does: a message published to a queue that does not exist yet would be
 // dropped.
-func (c *Conn) ensureQueue(ctx context.Context, name string) error {
-	c.declaredMu.Lock()
-	defer c.declaredMu.Unlock()
-	if c.declared[name] {
+func (c *Conn) ensureQueue(ctx context.Context, q broker.Queue) error {
+	c.ensureMu.Lock()
+	defer c.ensureMu.Unlock()
+	if c.ensured[q.Name] {
 		return nil
 	}
-	if err := c.DeclareQueue(ctx, name); err != nil {
+	if err := c.DeclareQueue(ctx, q); err != nil {
 		return err
 	}
-	if c.declared == nil {
-		c.declared = map[string]bool{}
+	if c.ensured == nil {
+		c.ensured = map[string]bool{}
 	}
-	c.declared[name] = true
+	c.ensured[q.Name] = true
 	return nil
+}
+
+// ensureDelayed makes sure a delayed message to q can arrive: the delay
+// levels exist (declared as Celery's default, quorum, when nobody has
+// yet) and q is bound to the delivery exchange. Python producers leave
+// that to the worker; doing it here too means a delayed message is never
+// dropped for want of a binding. Once per connection and queue.
+func (c *Conn) ensureDelayed(ctx context.Context, q broker.Queue) error {
+	c.ensureMu.Lock()
+	defer c.ensureMu.Unlock()
+	if !c.delayReady {
+		exists, err := c.exchangeExists(delayedDeliveryExch)
+		if err != nil {
+			return err
+		}
+		if !exists {
+			if err := c.DeclareDelayedDelivery(ctx, "quorum"); err != nil {
+				return err
+			}
+		}
+		c.delayReady = true
+	}
+	if c.delayBound[q.Name] {
+		return nil
+	}
+	if _, err := c.BindDelayedDelivery(ctx, q); err != nil {
+		return err
+	}
+	if c.delayBound == nil {
+		c.delayBound = map[string]bool{}
+	}
+	c.delayBound[q.Name] = true
+	return nil
+}
+
+// exchangeExists asks passively, on a channel of its own (RabbitMQ closes
+// the channel of a passive declare that fails).
+func (c *Conn) exchangeExists(name string) (bool, error) {
+	ch, err := c.channel()
+	if err != nil {
+		return false, err
+	}
+	defer ch.Close()
+	err = ch.ExchangeDeclarePassive(name, "topic", true, false, false, false, nil)
+	var ae *amqp091.Error
+	if errors.As(err, &ae) && ae.Code == amqp091.NotFound {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("amqp: check exchange %q: %w", name, classify(err))
+	}
+	return true, nil
+}
+
+// definition is the remembered definition of a declared queue.
+func (c *Conn) definition(name string) (broker.Queue, bool) {
+	c.declaredMu.Lock()
+	defer c.declaredMu.Unlock()
+	q, ok := c.defs[name]
+	return q, ok
+}
+
+// perConsumerQoS: a quorum queue among queues refuses global QoS
+// (NOT_IMPLEMENTED), so the window is set per consumer, as Celery's
+// worker_detect_quorum_queues does.
+func (c *Conn) perConsumerQoS(queues []string) bool {
+	for _, name := range queues {
+		if q, ok := c.definition(name); ok && q.Quorum() {
+			return true
+		}
+	}
+	return false
 }
 
 // Consume starts consumers on queues, on one channel whose prefetch count
 // is shared by all of them (global QoS, as kombu sets on RabbitMQ), and
 // merges their deliveries into one channel. prefetch 0 means unlimited.
+// When one of the queues is a quorum queue (by its DeclareQueue
+// definition), the count applies to each consumer instead: quorum queues
+// refuse global QoS.
 func (c *Conn) Consume(_ context.Context, queues []string, prefetch int) (<-chan broker.Delivery, error) {
 	ch, err := c.channel()
 	if err != nil {
 		return nil, err
 	}
-	cons, err := startConsumer(ch, c.name, queues, prefetch, c.done)
+	cons, err := startConsumer(ch, c.name, queues, prefetch, !c.perConsumerQoS(queues), c.done)
 	if err != nil {
 		ch.Close()
 		return nil, err
@@ -155,7 +211,9 @@ func (c *Conn) Consume(_ context.Context, queues []string, prefetch int) (<-chan
 }
 
 // SetPrefetch changes the consuming channel's prefetch count (Celery
-// raises it while it holds ETA messages).
+// raises it while it holds ETA messages). With per-consumer QoS (quorum
+// queues) RabbitMQ applies a new count to consumers started afterwards
+// only, as Celery notes for its own prefetch changes.
 func (c *Conn) SetPrefetch(n int) error {
 	c.consumeMu.Lock()
 	cons := c.consumer
@@ -163,7 +221,7 @@ func (c *Conn) SetPrefetch(n int) error {
 	if cons == nil {
 		return errors.New("amqp: qos: not consuming")
 	}
-	if err := cons.ch.Qos(n, 0, true); err != nil {
+	if err := cons.ch.Qos(n, 0, cons.global); err != nil {
 		return fmt.Errorf("amqp: qos %d: %w", n, err)
 	}
 	cons.ack.setWindow(n)
@@ -190,6 +248,10 @@ func (c *Conn) AddQueue(_ context.Context, queue string) error {
 	if cons == nil {
 		return errors.New("amqp: add queue: not consuming")
 	}
+	if cons.global && c.perConsumerQoS([]string{queue}) {
+		// RabbitMQ would close the channel, and every delivery with it.
+		return broker.Misconfigured(fmt.Errorf("amqp: add queue %q: a quorum queue cannot be consumed under the global prefetch window of the running consumers (name it with the other queues at start)", queue))
+	}
 	return cons.add(queue)
 }
 
@@ -206,9 +268,17 @@ func (c *Conn) CancelQueue(_ context.Context, queue string) error {
 }
 
 // PublishTask publishes a task message and waits for the broker's confirm.
+// The destination queue is declared first (once per connection); a
+// message due later to a quorum queue behind a non-direct exchange goes
+// through native delayed delivery, as Celery's producer sends it.
 func (c *Conn) PublishTask(ctx context.Context, r broker.Route, env *protocol.Envelope) error {
-	if r.Exchange == "" {
-		if err := c.ensureQueue(ctx, r.RoutingKey); err != nil {
+	q := r.Queue
+	if q == nil && r.Exchange == "" {
+		nq := broker.NewQueue(r.RoutingKey)
+		q = &nq
+	}
+	if q != nil {
+		if err := c.ensureQueue(ctx, *q); err != nil {
 			return err
 		}
 	}
@@ -216,7 +286,14 @@ func (c *Conn) PublishTask(ctx context.Context, r broker.Route, env *protocol.En
 	if err != nil {
 		return err
 	}
-	return c.publishConfirmed(ctx, r.Exchange, r.RoutingKey, pub)
+	exchange, key := r.Exchange, r.RoutingKey
+	if ex, k, ok := delayedRoute(r, time.Now()); ok {
+		if err := c.ensureDelayed(ctx, *q); err != nil {
+			return err
+		}
+		exchange, key = ex, k
+	}
+	return c.publishConfirmed(ctx, exchange, key, pub)
 }
 
 // PublishReply answers a remote control request.

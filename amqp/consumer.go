@@ -16,6 +16,7 @@ import (
 // acker.
 type consumer struct {
 	ch        *amqp091.Channel
+	global    bool // global QoS; false: per consumer (quorum queues)
 	ack       *acker
 	tagPrefix string
 	out       chan broker.Delivery
@@ -31,13 +32,17 @@ type consumer struct {
 	cancelled  chan struct{}
 }
 
-func startConsumer(ch *amqp091.Channel, tagPrefix string, queues []string, prefetch int, connDone <-chan struct{}) (*consumer, error) {
-	if err := ch.Qos(prefetch, 0, true); err != nil {
+func startConsumer(ch *amqp091.Channel, tagPrefix string, queues []string, prefetch int, global bool, connDone <-chan struct{}) (*consumer, error) {
+	if err := ch.Qos(prefetch, 0, global); err != nil {
 		return nil, fmt.Errorf("amqp: qos %d: %w", prefetch, err)
 	}
-	c := &consumer{ch: ch, ack: newAcker(ch), tagPrefix: tagPrefix, out: make(chan broker.Delivery),
+	window := prefetch
+	if !global {
+		window *= len(queues) // each consumer has its own window
+	}
+	c := &consumer{ch: ch, global: global, ack: newAcker(ch), tagPrefix: tagPrefix, out: make(chan broker.Delivery),
 		lost: make(chan struct{}), cancelled: make(chan struct{}), tags: map[string]string{}}
-	c.ack.setWindow(prefetch)
+	c.ack.setWindow(window)
 	chClosed := ch.NotifyClose(make(chan *amqp091.Error, 1))
 	go func() {
 		select {
@@ -92,7 +97,7 @@ func (c *consumer) add(queue string) error {
 	go func() {
 		defer c.forwarders.Done()
 		for d := range ds {
-			c.forward(&d)
+			c.forward(&d, queue)
 		}
 	}()
 	return nil
@@ -116,9 +121,9 @@ func (c *consumer) remove(queue string) error {
 // forward hands a delivery to the worker, or, once consuming is
 // cancelled, puts it straight back: the worker no longer reads, and an
 // unread delivery would block the connection.
-func (c *consumer) forward(d *amqp091.Delivery) {
+func (c *consumer) forward(d *amqp091.Delivery, queue string) {
 	del := &delivery{env: EnvelopeOf(d), tag: d.DeliveryTag, c: c, info: broker.DeliveryInfo{
-		Exchange: d.Exchange, RoutingKey: d.RoutingKey, Redelivered: d.Redelivered, Priority: d.Priority}}
+		Exchange: d.Exchange, RoutingKey: d.RoutingKey, Redelivered: d.Redelivered, Priority: d.Priority, Queue: queue}}
 	select {
 	case <-c.cancelled:
 		_ = c.ack.Reject(d.DeliveryTag, true)

@@ -87,7 +87,7 @@ func TestDeclareQueueDeclaredOtherwiseIsMisconfigured(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ch.QueueDelete(q, false, false, false) })
-	err = c.DeclareQueue(context.Background(), q)
+	err = c.DeclareQueue(context.Background(), broker.NewQueue(q))
 	if !errors.Is(err, broker.ErrMisconfigured) || !strings.Contains(err.Error(), "PRECONDITION_FAILED") {
 		t.Fatalf("DeclareQueue over a priority queue: %v", err)
 	}
@@ -99,7 +99,7 @@ func TestCancelConsumeRequeuesUnread(t *testing.T) {
 	c := liveConn(t)
 	ctx := context.Background()
 	q := fmt.Sprintf("amqp-test-cancel-%d", time.Now().UnixNano())
-	if err := c.DeclareQueue(ctx, q); err != nil {
+	if err := c.DeclareQueue(ctx, broker.NewQueue(q)); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -159,7 +159,7 @@ func TestDeliveryLostWithConnection(t *testing.T) {
 	c := liveConn(t)
 	ctx := context.Background()
 	q := fmt.Sprintf("amqp-test-lost-%d", time.Now().UnixNano())
-	if err := c.DeclareQueue(ctx, q); err != nil {
+	if err := c.DeclareQueue(ctx, broker.NewQueue(q)); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.PublishTask(ctx, broker.Route{RoutingKey: q}, &protocol.Envelope{Body: []byte("x")}); err != nil {

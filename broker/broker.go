@@ -9,6 +9,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/celeryworker/gocelery/protocol"
 )
@@ -52,11 +53,17 @@ type Info struct {
 
 // Conn is one live connection.
 type Conn interface {
-	// DeclareQueue declares a task queue (and what routes to it) as kombu
-	// would for a queue named on the worker's command line.
-	DeclareQueue(ctx context.Context, queue string) error
-	// Consume starts consuming queues, at most prefetch unsettled
-	// deliveries at once (0: unlimited). The channel closes when the
+	// DeclareQueue declares a task queue and what routes to it (its
+	// exchange, bindings) exactly as kombu declares the same definition,
+	// so Python and Go can declare it in either order. A queue that exists
+	// otherwise gives an error wrapping ErrMisconfigured. The connection
+	// remembers the definition (even with NoDeclare): Consume and
+	// AddQueue use it (a quorum queue needs per-consumer QoS).
+	DeclareQueue(ctx context.Context, q Queue) error
+	// Consume starts consuming queues (declared first with DeclareQueue),
+	// at most prefetch unsettled deliveries at once (0: unlimited); where
+	// the broker counts the window per consumer (RabbitMQ with quorum
+	// queues) it is per queue. The channel closes when the
 	// connection ends or after CancelConsume; deliveries that arrive after
 	// CancelConsume are requeued by the transport.
 	Consume(ctx context.Context, queues []string, prefetch int) (<-chan Delivery, error)
@@ -91,12 +98,23 @@ type Conn interface {
 	Close() error
 }
 
-// Route says where a task message goes. With Exchange empty, the message
-// goes to the queue named RoutingKey, which is declared first if needed
-// (as Celery's producer does for a queue it has not seen).
+// Route says where a task message goes: to Exchange with RoutingKey, or,
+// with Exchange empty, to the queue named RoutingKey through the default
+// exchange. The destination queue is declared first if needed, as
+// Celery's producer declares the queue it routes to: as Queue says, or
+// (Queue nil, Exchange empty) as NewQueue(RoutingKey).
 type Route struct {
 	Exchange   string
 	RoutingKey string
+	// Queue is the destination queue's definition, when known.
+	Queue *Queue
+	// ETA, when set, is when the message is due (its eta header says the
+	// same). A transport that can hold messages broker-side for such a
+	// queue does so: RabbitMQ's native delayed delivery, for a quorum
+	// Queue behind a topic, fanout or headers exchange, as Celery's
+	// producer does. Otherwise the message is delivered at once and the
+	// worker holds it until its eta.
+	ETA time.Time
 }
 
 // DeliveryInfo is where a delivery came from (Python's
@@ -106,6 +124,24 @@ type DeliveryInfo struct {
 	RoutingKey  string
 	Redelivered bool
 	Priority    uint8
+	// Queue is the queue it was consumed from ("" if the transport does
+	// not know).
+	Queue string
+}
+
+// DelayedDelivery is an optional interface of a Conn: RabbitMQ's native
+// delayed delivery (kombu's transport/native_delayed_delivery.py), which
+// Celery sets up at worker start when it serves quorum queues.
+type DelayedDelivery interface {
+	// DeclareDelayedDelivery declares the delay levels (queues of
+	// queueType, "quorum" or "classic", and their exchanges) and the
+	// delivery exchange.
+	DeclareDelayedDelivery(ctx context.Context, queueType string) error
+	// BindDelayedDelivery binds q (and the exchanges it is reached
+	// through) so messages leaving the delay levels reach it. Direct
+	// exchanges cannot be reached (the delay changes the routing key):
+	// their names come back in skipped, for the caller's warning.
+	BindDelayedDelivery(ctx context.Context, q Queue) (skipped []string, err error)
 }
 
 // Delivery is one consumed task message.

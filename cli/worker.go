@@ -134,7 +134,11 @@ func (p Program) runWorker(ctx context.Context, g *globals, args []string, stdou
 		}
 		backend = rb
 	}
-	transport, err := amqp.NewTransport(amqp.Params{URL: f.broker, Heartbeat: f.heartbeat})
+	topo, err := f.topology()
+	if err != nil {
+		return s.fail(err.Error())
+	}
+	transport, err := amqp.NewTransport(amqp.Params{URL: f.broker, Heartbeat: f.heartbeat, FailoverStrategy: f.failoverStrategy})
 	if err != nil {
 		return s.fail(fmt.Sprintf("cannot use the broker%s: %s; fix %s", s.urlUnlessQuoted(f.broker, err), s.redactErr(err), fixBroker))
 	}
@@ -149,23 +153,30 @@ func (p Program) runWorker(ctx context.Context, g *globals, args []string, stdou
 	if prefetch == 0 {
 		prefetch = -1 // the worker's "unlimited"; its 0 means Celery's default
 	}
+	var queues []string
+	if f.queuesGiven {
+		queues = splitList(f.queues)
+	}
 	cfg := worker.Config{
-		Broker:             transport,
-		Queues:             splitList(f.queues),
-		Concurrency:        conc,
-		MinConcurrency:     minConc,
-		PrefetchMultiplier: prefetch,
-		NodeName:           f.hostname,
-		TimeLimit:          f.timeLimit,
-		SoftTimeLimit:      f.softTimeLimit,
-		TrackStarted:       f.trackStarted,
-		ResultExtended:     f.resultExtended,
-		TaskEvents:         f.events,
-		WithoutHeartbeat:   f.withoutHeartbeat,
-		ShutdownTimeout:    f.shutdownTimeout,
-		Registry:           p.Registry,
-		Backend:            backend,
-		Logger:             &s.log,
+		Broker:                   transport,
+		Queues:                   queues,
+		Topology:                 topo,
+		DefaultPriority:          f.defaultPriority,
+		DelayedDeliveryQueueType: f.delayedDeliveryQueueType,
+		Concurrency:              conc,
+		MinConcurrency:           minConc,
+		PrefetchMultiplier:       prefetch,
+		NodeName:                 f.hostname,
+		TimeLimit:                f.timeLimit,
+		SoftTimeLimit:            f.softTimeLimit,
+		TrackStarted:             f.trackStarted,
+		ResultExtended:           f.resultExtended,
+		TaskEvents:               f.events,
+		WithoutHeartbeat:         f.withoutHeartbeat,
+		ShutdownTimeout:          f.shutdownTimeout,
+		Registry:                 p.Registry,
+		Backend:                  backend,
+		Logger:                   &s.log,
 	}
 	if mtr != nil {
 		cfg.Observer = mtr
@@ -268,7 +279,7 @@ func (s *session) explain(err error) string {
 	case "result_backend":
 		return fmt.Sprintf("cannot use the result backend%s: %s; fix %s", s.urlUnlessQuoted(s.f.backend, ce.Err), s.redactErr(ce.Err), fixBackend)
 	case "queues":
-		return "-Q/--queues: the queue exists with other arguments or type; declare it the same way or delete it (" + s.redactErr(ce.Err) + ")"
+		return "-Q/--queues: the queue exists with other arguments or type; declare it the same way or delete it (" + s.redactErr(ce.Err) + "); --queues-file and the --task-*-queue-type, --task-*-exchange-type and --task-queue-max-priority flags say how it is declared"
 	}
 	return fmt.Sprintf("misconfigured %s: %s", ce.Setting, s.redactErr(ce.Err))
 }
@@ -321,7 +332,7 @@ func (s *session) banner(out io.Writer, node string, conc, minConc int) {
 	if f.events {
 		events = "ON"
 	}
-	queues := splitList(f.queues)
+	queues := s.queueLines()
 	names := p.Registry.Names()
 	if f.logFormat == "json" {
 		s.log.Info().Str("program", p.Name).Str("version", p.Version).Str("node", node).

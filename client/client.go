@@ -22,8 +22,17 @@ type Config struct {
 	// means results cannot be read and chords cannot be sent.
 	Backend *backends.Redis
 	// DefaultQueue is where tasks go without a Queue option (Celery's
-	// task_default_queue, "celery").
+	// task_default_queue, "celery"; Topology.DefaultQueue when that is
+	// set).
 	DefaultQueue string
+	// Topology defines the queues as the worker's Config.Topology does;
+	// the client declares a queue as it says before sending to it, and
+	// sends countdown/ETA tasks for quorum queues through native delayed
+	// delivery as Celery's producer does.
+	Topology broker.Topology
+	// DefaultPriority is task_default_priority, for tasks sent without a
+	// priority (0: none).
+	DefaultPriority int
 	// Serializer and Compression are the defaults for messages (Celery's
 	// task_serializer, "json", and task_compression, none).
 	Serializer  string
@@ -64,8 +73,15 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.Broker == nil {
 		return nil, errors.New("client: no broker transport")
 	}
-	if cfg.DefaultQueue == "" {
-		cfg.DefaultQueue = "celery"
+	if cfg.Topology.DefaultQueue == "" {
+		cfg.Topology.DefaultQueue = cfg.DefaultQueue
+	}
+	cfg.DefaultQueue = cfg.Topology.Default()
+	if err := cfg.Topology.Validate(); err != nil {
+		return nil, fmt.Errorf("client: queues: %w", err)
+	}
+	if cfg.DefaultPriority < 0 || cfg.DefaultPriority > 255 {
+		return nil, fmt.Errorf("client: default priority %d: want 0 to 255", cfg.DefaultPriority)
 	}
 	if cfg.Serializer == "" {
 		cfg.Serializer = "json"
@@ -144,7 +160,7 @@ type exchangeDeclarer interface {
 // publish sends env with confirms. When the connection was lost under it,
 // it dials again and publishes again, up to three attempts, as Celery's
 // default publish retry policy does.
-func (c *Client) publish(ctx context.Context, route broker.Route, declareQueue string, env *protocol.Envelope, declareExchange func(ctx context.Context, d exchangeDeclarer) error) error {
+func (c *Client) publish(ctx context.Context, route broker.Route, env *protocol.Envelope, declareExchange func(ctx context.Context, d exchangeDeclarer) error) error {
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
 		var conn broker.Conn
@@ -152,8 +168,8 @@ func (c *Client) publish(ctx context.Context, route broker.Route, declareQueue s
 		if err != nil {
 			return err
 		}
-		if declareQueue != "" {
-			if err = c.declareQueue(ctx, conn, declareQueue); err != nil {
+		if route.Queue != nil {
+			if err = c.declareQueue(ctx, conn, *route.Queue); err != nil {
 				return err
 			}
 		}
@@ -184,14 +200,15 @@ func (c *Client) publish(ctx context.Context, route broker.Route, declareQueue s
 	return fmt.Errorf("client: %w", err)
 }
 
-func (c *Client) declareQueue(ctx context.Context, conn broker.Conn, queue string) error {
+func (c *Client) declareQueue(ctx context.Context, conn broker.Conn, q broker.Queue) error {
+	queue := q.Name
 	c.mu.Lock()
 	done := c.declared[queue]
 	c.mu.Unlock()
 	if done {
 		return nil
 	}
-	if err := conn.DeclareQueue(ctx, queue); err != nil {
+	if err := conn.DeclareQueue(ctx, q); err != nil {
 		return fmt.Errorf("client: %w", err)
 	}
 	c.mu.Lock()

@@ -88,5 +88,5 @@ func (c *Client) Broadcast(ctx context.Context, method string, arguments map[str
 	declare := func(ctx context.Context, d exchangeDeclarer) error {
 		return d.DeclareExchange(ctx, controlExchange, "fanout", false)
 	}
-	return c.publish(ctx, broker.Route{Exchange: controlExchange}, "", env, declare)
+	return c.publish(ctx, broker.Route{Exchange: controlExchange}, env, declare)
 }

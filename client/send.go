@@ -36,11 +36,11 @@ func (c *Client) Delay(ctx context.Context, name string, args ...any) (*AsyncRes
 // message builds the task message and its route from Celery options, as
 // send_task and as_task_v2 do. It is the one place options become wire
 // fields.
-func (c *Client) message(ctx context.Context, name string, args []any, kwargs map[string]any, o map[string]any, now time.Time) (*protocol.Message, protocol.EncodeOptions, broker.Route, string, error) {
+func (c *Client) message(ctx context.Context, name string, args []any, kwargs map[string]any, o map[string]any, now time.Time) (*protocol.Message, protocol.EncodeOptions, broker.Route, error) {
 	var enc protocol.EncodeOptions
 	var route broker.Route
-	fail := func(format string, a ...any) (*protocol.Message, protocol.EncodeOptions, broker.Route, string, error) {
-		return nil, enc, route, "", fmt.Errorf("client: send %s: "+format, append([]any{name}, a...)...)
+	fail := func(format string, a ...any) (*protocol.Message, protocol.EncodeOptions, broker.Route, error) {
+		return nil, enc, route, fmt.Errorf("client: send %s: "+format, append([]any{name}, a...)...)
 	}
 	if name == "" {
 		return fail("no task name")
@@ -143,6 +143,8 @@ func (c *Client) message(ctx context.Context, name string, args []any, kwargs ma
 			return fail("priority %v is not within 0..255", v)
 		}
 		m.Priority = uint8(p)
+	} else if c.cfg.DefaultPriority > 0 {
+		m.Priority = uint8(c.cfg.DefaultPriority)
 	}
 	for _, k := range []string{"time_limit", "soft_time_limit"} {
 		if v := o[k]; v != nil {
@@ -199,29 +201,25 @@ func (c *Client) message(ctx context.Context, name string, args []any, kwargs ma
 		enc.Compression = s
 	}
 
-	// Routing, as Celery's send_task_message for the queues gocelery
-	// serves (direct exchanges named like their queue): without both an
-	// exchange and a routing key the message goes to the default exchange
-	// with the queue's name as routing key, and the queue is declared
-	// first; with both it goes to that exchange with that key.
+	// Routing, as Celery's send_task_message (broker.RouteTo): the queue
+	// is declared as the topology defines it before publishing, and a
+	// countdown/ETA for a quorum queue goes through native delayed
+	// delivery.
 	queue := str(o["queue"])
 	if queue == "" {
 		queue = c.cfg.DefaultQueue
 	}
-	exchange, key := str(o["exchange"]), str(o["routing_key"])
-	declare := ""
-	if exchange != "" && key != "" {
-		route = broker.Route{Exchange: exchange, RoutingKey: key}
-		declare = queue
-	} else {
-		route = broker.Route{RoutingKey: queue}
+	q, err := c.cfg.Topology.Lookup(queue)
+	if err != nil {
+		return fail("%v", err)
 	}
-	return m, enc, route, declare, nil
+	route = broker.RouteTo(q, str(o["exchange"]), str(o["routing_key"]), m.ETA)
+	return m, enc, route, nil
 }
 
 // send publishes one task message for the options o.
 func (c *Client) send(ctx context.Context, name string, args []any, kwargs map[string]any, o map[string]any) (*AsyncResult, error) {
-	m, enc, route, declare, err := c.message(ctx, name, args, kwargs, o, time.Now().UTC())
+	m, enc, route, err := c.message(ctx, name, args, kwargs, o, time.Now().UTC())
 	if err != nil {
 		return nil, err
 	}
@@ -229,7 +227,7 @@ func (c *Client) send(ctx context.Context, name string, args []any, kwargs map[s
 	if err != nil {
 		return nil, fmt.Errorf("client: send %s: %w", name, err)
 	}
-	if err := c.publish(ctx, route, declare, env, nil); err != nil {
+	if err := c.publish(ctx, route, env, nil); err != nil {
 		return nil, err
 	}
 	if req, ok := tasks.RequestFromContext(ctx); ok {

@@ -21,7 +21,7 @@ func TestSendDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	sent := published(t, b, r.ID)
-	if sent.Route != (broker.Route{RoutingKey: "celery"}) || sent.Queue != "celery" {
+	if !routed(sent.Route, "", "celery", "celery") || sent.Queue != "celery" || !sent.Route.ETA.IsZero() {
 		t.Errorf("route %+v queue %q: want the default exchange, routing key celery", sent.Route, sent.Queue)
 	}
 	if n := len(b.Messages("celery")); n != 1 {
@@ -71,7 +71,7 @@ func TestSendEveryOption(t *testing.T) {
 		t.Errorf("result %+v", r)
 	}
 	sent := published(t, b, "my-id")
-	if sent.Route != (broker.Route{RoutingKey: "q1"}) {
+	if !routed(sent.Route, "", "q1", "q1") || sent.Route.ETA.IsZero() {
 		t.Errorf("route %+v", sent.Route)
 	}
 	env := sent.Envelope
@@ -134,6 +134,11 @@ func TestSendTimes(t *testing.T) {
 	}
 }
 
+// routed: r goes to exchange by key, and carries the definition of queue.
+func routed(r broker.Route, exchange, key, queue string) bool {
+	return r.Exchange == exchange && r.RoutingKey == key && r.Queue != nil && r.Queue.Name == queue
+}
+
 func TestSendExchangeRouting(t *testing.T) {
 	c, b := memClient(t, client.Config{DefaultQueue: "default-q"})
 	ctx := context.Background()
@@ -143,12 +148,12 @@ func TestSendExchangeRouting(t *testing.T) {
 		t.Fatal(err)
 	}
 	sent := published(t, b, r.ID)
-	if sent.Route != (broker.Route{Exchange: "q2", RoutingKey: "q2"}) || sent.Queue != "q2" {
+	if !routed(sent.Route, "q2", "q2", "q2") || sent.Queue != "q2" {
 		t.Errorf("route %+v queue %q", sent.Route, sent.Queue)
 	}
 	// Only one of them: Celery ignores it and publishes to the queue.
 	r, _ = c.SendTask(ctx, "t", nil, nil, client.RoutingKey("ignored"))
-	if sent := published(t, b, r.ID); sent.Route != (broker.Route{RoutingKey: "default-q"}) {
+	if sent := published(t, b, r.ID); !routed(sent.Route, "", "default-q", "default-q") {
 		t.Errorf("route %+v", sent.Route)
 	}
 }
@@ -260,5 +265,30 @@ func TestTypedTask(t *testing.T) {
 	// Reading results needs the backend.
 	if _, err := r.Get(context.Background()); err == nil {
 		t.Error("Get without a backend: no error")
+	}
+}
+
+// With a topology, a task for a quorum queue behind a topic exchange goes
+// through that exchange with its countdown on the route (the transport's
+// native delayed delivery), the queue declared as defined; a task without
+// a priority gets task_default_priority.
+func TestSendTopology(t *testing.T) {
+	quorum := broker.Queue{Name: "orders", Exchange: broker.Exchange{Name: "orders", Type: "topic"}, RoutingKey: "orders",
+		Arguments: map[string]any{"x-queue-type": "quorum"}}
+	c, b := memClient(t, client.Config{DefaultPriority: 3, Topology: broker.Topology{Queues: []broker.Queue{quorum}}})
+	r, err := c.SendTask(context.Background(), "t", nil, nil, client.Queue("orders"), client.Countdown(90*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := published(t, b, r.ID)
+	if !routed(sent.Route, "orders", "orders", "orders") || time.Until(sent.Route.ETA) < 85*time.Second || sent.Envelope.Priority != 3 {
+		t.Errorf("route %+v priority %d", sent.Route, sent.Envelope.Priority)
+	}
+	if q, ok := b.Declared("orders"); !ok || !q.Quorum() {
+		t.Errorf("declared %+v", q)
+	}
+	strict, _ := memClient(t, client.Config{Topology: broker.Topology{NoCreateMissingQueues: true}})
+	if _, err := strict.SendTask(context.Background(), "t", nil, nil, client.Queue("nope")); err == nil {
+		t.Error("sent to an undefined queue with task_create_missing_queues off")
 	}
 }

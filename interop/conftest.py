@@ -68,6 +68,7 @@ class Worker:
                    "-n", self.node, "-c", str(min(concurrency, 4)), "-P", "prefork",
                    "-l", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"]
         cmd += list(extra_args)
+        self.logpath = os.path.join(LOGDIR, f"{self.queue}-{kind}-{tag}.log") if queue else self.logpath
         self.log = open(self.logpath, "wb")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=HERE)
         try:

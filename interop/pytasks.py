@@ -11,6 +11,7 @@ import time
 
 from celery import Celery
 from celery.utils.log import get_task_logger
+from queuesfile import conf_from_env
 
 logger = get_task_logger(__name__)
 
@@ -24,9 +25,8 @@ if os.environ.get("CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS"):
     app.conf.result_backend_transport_options = json.loads(os.environ["CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS"])
 app.conf.task_track_started = bool(os.environ.get("INTEROP_TRACK_STARTED"))
 app.conf.broker_connection_retry_on_startup = True
-if os.environ.get("INTEROP_QUEUE_TYPE"):
-    app.conf.task_default_queue_type = os.environ["INTEROP_QUEUE_TYPE"]
-    app.conf.task_create_missing_queue_type = os.environ["INTEROP_QUEUE_TYPE"]
+# Queue topology as gocelery's flags/env give it (test_topology.py).
+app.conf.update(conf_from_env(os.environ))
 
 
 def _number(v):

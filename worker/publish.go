@@ -34,6 +34,15 @@ func (w *Worker) publish(ctx context.Context, log *zerolog.Logger, route broker.
 	if err != nil {
 		return err
 	}
+	if q := route.Queue; q != nil && !route.ETA.IsZero() && q.Quorum() && q.Exchange.Kind() == "direct" {
+		// Celery's producer warning, once per exchange rather than per
+		// message.
+		if _, warned := w.directWarned.LoadOrStore(q.Exchange.Name, true); !warned {
+			log.Warn().Str("exchange", q.Exchange.Name).Msgf("Direct exchanges are not supported with native delayed delivery.\n"+
+				"%s is a direct exchange but should be a topic exchange or a fanout exchange in order for native delayed delivery to work properly.\n"+
+				"If quorum queues are used, this task may block the worker process until the ETA arrives.", q.Exchange.Name)
+		}
+	}
 	if err := conn.PublishTask(ctx, route, env); err != nil {
 		return err
 	}
@@ -101,18 +110,21 @@ func (w *Worker) sendSignature(j *job, sig protocol.Signature, arg any, prepend 
 		}
 	}
 	stepOptions(m, opts, time.Now())
+	if _, set := opts["priority"]; !set && w.cfg.DefaultPriority > 0 {
+		m.Priority = uint8(w.cfg.DefaultPriority)
+	}
 	queue := w.cfg.DefaultQueue
 	if q, ok := opts["queue"].(string); ok && q != "" {
 		queue = q
 	}
-	exchange, key := "", queue
-	if ex, ok := opts["exchange"].(string); ok && ex != "" {
-		exchange = ex
-		if rk, ok := opts["routing_key"].(string); ok {
-			key = rk
-		}
+	exchange, _ := opts["exchange"].(string)
+	key, _ := opts["routing_key"].(string)
+	route, err := w.route(queue, exchange, key, m.ETA)
+	if err != nil {
+		j.log.Error().Err(err).Str("signature", sig.Task).Msg("cannot send canvas step")
+		return ""
 	}
-	if err := w.publish(context.Background(), &j.log, broker.Route{Exchange: exchange, RoutingKey: key}, m, parent.ContentType); err != nil {
+	if err := w.publish(context.Background(), &j.log, route, m, parent.ContentType); err != nil {
 		j.log.Error().Err(err).Str("signature", sig.Task).Msg("cannot send canvas step")
 		return ""
 	}

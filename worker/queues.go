@@ -36,10 +36,7 @@ func (w *Worker) AddQueue(ctx context.Context, queue string) error {
 		if err != nil {
 			return err
 		}
-		if err := conn.DeclareQueue(ctx, queue); err != nil {
-			return err
-		}
-		return conn.AddQueue(ctx, queue)
+		return w.addQueue(ctx, conn, queue)
 	}()
 	if err != nil {
 		w.queuesMu.Lock()

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/celeryworker/gocelery/backends"
-	"github.com/celeryworker/gocelery/broker"
 	"github.com/celeryworker/gocelery/protocol"
 	"github.com/celeryworker/gocelery/tasks"
 )
@@ -81,7 +80,7 @@ func (w *Worker) retry(j *job, rerr *tasks.RetryError) {
 	r.Children = []any{[]any{[]any{m.ID, nil}, nil}}
 	w.store(&j.log, r)
 
-	route := broker.Route{Exchange: j.info.Exchange, RoutingKey: j.info.RoutingKey}
+	route := w.retryRoute(j.info, next.ETA)
 	if err := w.publish(ctx, &j.log, route, &next, m.ContentType); err != nil {
 		// The retry could not be sent: record the failure rather than lose
 		// the task silently.

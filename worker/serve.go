@@ -127,11 +127,8 @@ func (w *Worker) connect() (broker.Conn, <-chan broker.Delivery, error) {
 		}
 		return nil, nil, err
 	}
-	for _, q := range w.queueList() {
-		if err := conn.DeclareQueue(ctx, q); err != nil {
-			return fail("queues", err)
-		}
-		w.log.Debug().Str("queue", q).Msg("queue declared")
+	if err := w.declareQueues(ctx, conn, w.queueList()); err != nil {
+		return fail("queues", err)
 	}
 	w.setConn(conn)
 	// Remote control consumes before the task consumers: a command sent

@@ -25,7 +25,21 @@ import (
 type Config struct {
 	// Broker is the transport, e.g. amqp.NewTransport(...).
 	Broker broker.Transport
+	// Queues names the queues to consume (celery worker -Q); empty: every
+	// queue Topology defines (task_queues), else the default queue.
 	Queues []string
+	// Topology defines queues as Celery's task_queues and task_default_* /
+	// task_create_missing_* settings do: how each consumed queue, and each
+	// queue the worker publishes to, is declared. Its zero value is
+	// Celery's defaults (classic queues, direct exchanges named like them).
+	Topology broker.Topology
+	// DefaultPriority is task_default_priority: the priority of canvas
+	// messages the worker sends whose signature sets none (0: none).
+	DefaultPriority int
+	// DelayedDeliveryQueueType is broker_native_delayed_delivery_queue_type,
+	// the type of the delay level queues the worker declares when it
+	// serves quorum queues: "quorum" (default) or "classic".
+	DelayedDeliveryQueueType string
 	// Concurrency bounds the tasks running at once (default
 	// runtime.NumCPU()); with autoscaling it is the maximum.
 	Concurrency int
@@ -56,7 +70,8 @@ type Config struct {
 	// WithoutHeartbeat sends no worker-heartbeat events
 	// (--without-heartbeat).
 	WithoutHeartbeat bool
-	// DefaultQueue routes canvas messages whose signature names no queue.
+	// DefaultQueue routes canvas messages whose signature names no queue
+	// (task_default_queue; Topology.DefaultQueue when that is set).
 	DefaultQueue string
 	// ShutdownTimeout bounds a warm shutdown that the worker starts itself
 	// (the shutdown control command, or Run's context ending); 0 waits for
@@ -106,8 +121,11 @@ type Worker struct {
 	// succeeded holds ids of SkipSucceeded tasks whose SUCCESS is being
 	// written, for alreadySucceeded.
 	succeeded sync.Map
-	started   time.Time
-	clock     atomic.Int64
+	// directWarned: exchanges warned about (a delayed message to a quorum
+	// queue behind a direct exchange cannot use native delayed delivery).
+	directWarned sync.Map
+	started      time.Time
+	clock        atomic.Int64
 
 	// baseCtx is the parent of every task's context; Close cancels it.
 	baseCtx    context.Context
@@ -160,9 +178,6 @@ func New(cfg Config) (*Worker, error) {
 	if cfg.Broker == nil {
 		return nil, errors.New("worker: no broker transport")
 	}
-	if len(cfg.Queues) == 0 {
-		cfg.Queues = []string{"celery"}
-	}
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = runtime.NumCPU()
 	}
@@ -175,8 +190,32 @@ func New(cfg Config) (*Worker, error) {
 	if cfg.PrefetchMultiplier == 0 {
 		cfg.PrefetchMultiplier = 4
 	}
-	if cfg.DefaultQueue == "" {
-		cfg.DefaultQueue = "celery"
+	if cfg.Topology.DefaultQueue == "" {
+		cfg.Topology.DefaultQueue = cfg.DefaultQueue
+	}
+	cfg.DefaultQueue = cfg.Topology.Default()
+	if err := cfg.Topology.Validate(); err != nil {
+		return nil, fmt.Errorf("worker: queues: %w", err)
+	}
+	if len(cfg.Queues) == 0 {
+		for _, q := range cfg.Topology.Defined() {
+			cfg.Queues = append(cfg.Queues, q.Name)
+		}
+	}
+	for _, name := range cfg.Queues {
+		if _, err := cfg.Topology.Lookup(name); err != nil {
+			return nil, fmt.Errorf("worker: queues: %w", err)
+		}
+	}
+	if cfg.DefaultPriority < 0 || cfg.DefaultPriority > 255 {
+		return nil, fmt.Errorf("worker: default priority %d: want 0 to 255", cfg.DefaultPriority)
+	}
+	switch cfg.DelayedDeliveryQueueType {
+	case "":
+		cfg.DelayedDeliveryQueueType = "quorum"
+	case "quorum", "classic":
+	default:
+		return nil, fmt.Errorf("worker: delayed delivery queue type %q: want quorum or classic", cfg.DelayedDeliveryQueueType)
 	}
 	host, _ := os.Hostname()
 	w := &Worker{

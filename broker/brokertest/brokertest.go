@@ -37,6 +37,7 @@ type Broker struct {
 	cond *sync.Cond
 
 	queues  map[string][]*message
+	defs    map[string]broker.Queue         // as last declared
 	control map[string][]*protocol.Envelope // per node: its pidbox queue
 	conns   []*conn                         // live, in dial order
 	tag     uint64
@@ -77,7 +78,7 @@ type message struct {
 
 // New returns an empty broker.
 func New() *Broker {
-	b := &Broker{queues: map[string][]*message{}, control: map[string][]*protocol.Envelope{}}
+	b := &Broker{queues: map[string][]*message{}, defs: map[string]broker.Queue{}, control: map[string][]*protocol.Envelope{}}
 	b.cond = sync.NewCond(&b.mu)
 	return b
 }
@@ -175,6 +176,14 @@ func (b *Broker) route(r broker.Route, env *protocol.Envelope) string {
 	return q
 }
 
+// Declared returns the definition queue was last declared with.
+func (b *Broker) Declared(queue string) (broker.Queue, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	q, ok := b.defs[queue]
+	return q, ok
+}
+
 // Publish appends env to queue (created if missing) as if published to the
 // default exchange with the queue name as routing key.
 func (b *Broker) Publish(queue string, env *protocol.Envelope) {
@@ -187,6 +196,16 @@ func (b *Broker) PublishRoute(r broker.Route, env *protocol.Envelope) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.route(r, env)
+}
+
+// PublishVia puts env in queue as if it had been routed there from r's
+// exchange and routing key by bindings the fake does not model (a topic
+// pattern, RabbitMQ's delay levels); the delivery reports r.
+func (b *Broker) PublishVia(queue string, r broker.Route, env *protocol.Envelope) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.queues[queue] = append(b.queues[queue], &message{env: cloneEnv(env), exchange: r.Exchange, routingKey: r.RoutingKey, queue: queue})
+	b.changed()
 }
 
 // PublishMessage encodes m as a JSON protocol v2 message and publishes it

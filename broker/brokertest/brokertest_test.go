@@ -36,7 +36,7 @@ func dial(t *testing.T, b *brokertest.Broker) broker.Conn {
 func consume(t *testing.T, c broker.Conn, prefetch int, queues ...string) <-chan broker.Delivery {
 	t.Helper()
 	for _, q := range queues {
-		if err := c.DeclareQueue(ctx, q); err != nil {
+		if err := c.DeclareQueue(ctx, broker.NewQueue(q)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -155,7 +155,7 @@ func TestRouting(t *testing.T) {
 			b := brokertest.New()
 			c := dial(t, b)
 			for _, q := range []string{"celery", "other"} {
-				if err := c.DeclareQueue(ctx, q); err != nil {
+				if err := c.DeclareQueue(ctx, broker.NewQueue(q)); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -176,7 +176,7 @@ func TestRouting(t *testing.T) {
 				t.Fatalf("queue %s has %d", tc.want, b.Len(tc.want))
 			}
 			d := recv(t, consume(t, dial(t, b), 0, tc.want))
-			want := broker.DeliveryInfo{Exchange: tc.route.Exchange, RoutingKey: tc.route.RoutingKey, Priority: 7}
+			want := broker.DeliveryInfo{Exchange: tc.route.Exchange, RoutingKey: tc.route.RoutingKey, Priority: 7, Queue: tc.want}
 			if d.Info() != want || id(d) != "x" {
 				t.Fatalf("info %+v, want %+v", d.Info(), want)
 			}
@@ -408,7 +408,7 @@ func TestConcurrent(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c.DeclareQueue(ctx, "q")
+		c.DeclareQueue(ctx, broker.NewQueue("q"))
 		ch, err := c.Consume(ctx, []string{"q"}, w) // windows 0 to 3
 		if err != nil {
 			t.Fatal(err)

@@ -86,10 +86,13 @@ func feed[T any](b *Broker, out chan<- T, stop <-chan struct{}, exited chan<- st
 	}
 }
 
-func (c *conn) DeclareQueue(ctx context.Context, queue string) error {
+// DeclareQueue creates the queue (by name: the fake has no exchanges) and
+// records its definition for Declared.
+func (c *conn) DeclareQueue(ctx context.Context, def broker.Queue) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	queue := def.Name
 	if queue == "" {
 		return errors.New("brokertest: declare: empty queue name")
 	}
@@ -102,6 +105,7 @@ func (c *conn) DeclareQueue(ctx context.Context, queue string) error {
 	if _, ok := b.queues[queue]; !ok {
 		b.queues[queue] = []*message{}
 	}
+	b.defs[queue] = def
 	return nil
 }
 
@@ -247,6 +251,13 @@ func (c *conn) PublishTask(ctx context.Context, r broker.Route, env *protocol.En
 	defer b.mu.Unlock()
 	if c.ended {
 		return broker.ErrClosed
+	}
+	if r.Queue != nil {
+		// Declared first, as a real transport does.
+		if _, ok := b.queues[r.Queue.Name]; !ok {
+			b.queues[r.Queue.Name] = []*message{}
+		}
+		b.defs[r.Queue.Name] = *r.Queue
 	}
 	q := b.route(r, env)
 	b.published = append(b.published, Sent{Route: r, Queue: q, Envelope: cloneEnv(env)})
@@ -400,6 +411,7 @@ type delivery struct {
 func newDelivery(c *conn, tag uint64, m *message) *delivery {
 	d := &delivery{c: c, tag: tag, msg: m, lost: make(chan struct{}), info: broker.DeliveryInfo{
 		Exchange: m.exchange, RoutingKey: m.routingKey, Redelivered: m.redelivered, Priority: m.env.Priority,
+		Queue: m.queue,
 	}}
 	d.env.Store(cloneEnv(m.env))
 	return d

@@ -40,6 +40,7 @@ type bench struct {
 
 	n, runs, pyN, pyRuns  int
 	goC, goPrefetchMult   int
+	goWorkers             int // gocelery processes sharing the queue (W1, W2, W4)
 	ceilPrefetch          int
 	w3N, w4N, w4C, w4PyC  int
 	w5N                   int
@@ -74,6 +75,7 @@ func main() {
 	flag.IntVar(&b.pyN, "py-n", 3000, "tasks per W1/W2 run for Python Celery (0: same as -n); its rate is steady long before")
 	flag.IntVar(&b.pyRuns, "py-runs", 0, "runs for Python Celery (0: same as -runs)")
 	flag.IntVar(&b.goC, "c", 16, "gocelery -c for W1/W2/W3")
+	flag.IntVar(&b.goWorkers, "go-workers", 1, "gocelery worker processes sharing the queue in W1, W2 and W4 (each with -c and --prefetch-multiplier)")
 	flag.IntVar(&b.goPrefetchMult, "prefetch-multiplier", 64, "gocelery --prefetch-multiplier (64 × -c 16 = 1024, the same window as the ceiling's 1000)")
 	flag.IntVar(&b.ceilPrefetch, "ceiling-prefetch", 1000, "prefetch of the raw ceiling consumer")
 	flag.IntVar(&b.w3N, "w3-n", 500, "W3 round trips")
@@ -272,6 +274,7 @@ func (b *bench) throughputRun(w, impl, tmpl string, results bool, n, run int, cp
 	}
 	var c *ceiling
 	var p *proc
+	var extra []*proc // more gocelery workers on the same queue (-go-workers)
 	switch impl {
 	case "ceiling":
 		c, err = b.startCeiling(q, results, sleep, conc, max(b.ceilPrefetch, 4*conc))
@@ -283,6 +286,11 @@ func (b *bench) throughputRun(w, impl, tmpl string, results bool, n, run int, cp
 			b.goBin = saved
 		} else {
 			p, err = b.startGocelery(q, conc, "--prefetch-multiplier", fmt.Sprint(b.goPrefetchMult))
+			for i := 1; i < b.goWorkers && err == nil; i++ {
+				var more *proc
+				more, err = b.startGocelery(q, conc, "--prefetch-multiplier", fmt.Sprint(b.goPrefetchMult), "-n", fmt.Sprintf("bench%d@%%h", i))
+				extra = append(extra, more)
+			}
 		}
 	case "python":
 		if w == "W4" {
@@ -294,7 +302,7 @@ func (b *bench) throughputRun(w, impl, tmpl string, results bool, n, run int, cp
 	if err != nil {
 		return runResult{invalid: "start: " + err.Error()}
 	}
-	res := b.wait(q, ids, base, results, c, p)
+	res := b.wait(q, ids, base, results, c, p, extra...)
 	// Let the tail of the prefetch window finish before stopping.
 	time.Sleep(300 * time.Millisecond)
 	if c != nil {
@@ -309,9 +317,15 @@ func (b *bench) throughputRun(w, impl, tmpl string, results bool, n, run int, cp
 			}
 		}
 	}
+	for _, e := range extra {
+		if e != nil {
+			e.stop(syscall.SIGTERM, 20*time.Second)
+			res.peakRSS += e.peakRSS.Load()
+		}
+	}
 	if p != nil {
 		p.stop(syscall.SIGTERM, 20*time.Second)
-		res.peakRSS = p.peakRSS.Load()
+		res.peakRSS += p.peakRSS.Load()
 		if res.invalid != "" {
 			b.logf("worker log: %s", p.log())
 		}
@@ -328,7 +342,7 @@ func (b *bench) throughputRun(w, impl, tmpl string, results bool, n, run int, cp
 // ready count reached 0 (no results, worker: the rate is then the ready
 // count drained over the time, so the unacknowledged prefetch window that
 // is still running is not counted as done).
-func (b *bench) wait(q string, ids []string, base int64, results bool, c *ceiling, p *proc) runResult {
+func (b *bench) wait(q string, ids []string, base int64, results bool, c *ceiling, p *proc, extra ...*proc) runResult {
 	n := len(ids)
 	var lastCount time.Time
 	probe, err := b.newProbe()
@@ -343,9 +357,12 @@ func (b *bench) wait(q string, ids []string, base int64, results bool, c *ceilin
 	lastReady, lastDone := -1, int64(-1)
 	var lastProbe time.Time
 	var cpu0 cpuSnap
-	wpid := os.Getpid()
+	wpids := []int{os.Getpid()}
 	if p != nil {
-		wpid = p.cmd.Process.Pid
+		wpids = []int{p.cmd.Process.Pid}
+		for _, e := range extra {
+			wpids = append(wpids, e.cmd.Process.Pid)
+		}
 	}
 	for {
 		now := time.Now()
@@ -361,7 +378,7 @@ func (b *bench) wait(q string, ids []string, base int64, results bool, c *ceilin
 		}
 		if t0.IsZero() && ready < n {
 			t0, ready0 = now, ready
-			cpu0 = b.snap(wpid)
+			cpu0 = b.snap(wpids...)
 		}
 		var done int64
 		finished := false
@@ -388,7 +405,7 @@ func (b *bench) wait(q string, ids []string, base int64, results bool, c *ceilin
 			if !results && c == nil {
 				rate = float64(ready0) / d.Seconds()
 			}
-			cpu1 := b.snap(wpid)
+			cpu1 := b.snap(wpids...)
 			per := func(t int64) float64 { return float64(t) * 10 / float64(n) * 1000 } // ticks of 10ms -> ms per 1000 tasks
 			return runResult{rate: rate, n: n, dur: d, cpuWorker: per(cpu1.worker - cpu0.worker),
 				cpuRabbit: per(cpu1.rabbit - cpu0.rabbit), cpuRedis: per(cpu1.redis - cpu0.redis)}

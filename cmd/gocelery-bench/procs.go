@@ -273,9 +273,11 @@ func pidsByComm(names ...string) []int {
 // cpuSnap is CPU time (ticks) of the worker tree, RabbitMQ and Redis.
 type cpuSnap struct{ worker, rabbit, redis int64 }
 
-func (b *bench) snap(workerPid int) cpuSnap {
+func (b *bench) snap(workerPids ...int) cpuSnap {
 	var s cpuSnap
-	s.worker = cpuTicks(workerPid)
+	for _, p := range workerPids {
+		s.worker += cpuTicks(p)
+	}
 	for _, p := range b.rabbitPids {
 		s.rabbit += cpuTicks(p)
 	}
