@@ -72,7 +72,7 @@ func NewRedis(p RedisParams) (*Redis, error) {
 	if url == "" {
 		url = "redis://localhost:6379/0"
 	}
-	opts, err := redis.ParseURL(url)
+	opts, err := redis.ParseURL(redact.EscapeUserinfo(url))
 	if err != nil {
 		// Parse errors quote the URL, password included.
 		return nil, misconfigured{fmt.Errorf("backends: result backend URL %q: %w", redact.URL(url), redact.Error(err, url))}
