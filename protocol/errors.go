@@ -3,6 +3,7 @@ package protocol
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Sentinel errors for decisions made on a decode failure.
@@ -34,7 +35,9 @@ func (e *DecodeError) Error() string {
 		s += fmt.Sprintf(" (task %s[%s])", e.TaskName, e.TaskID)
 	}
 	if e.Err != nil && !errors.Is(e.Err, ErrMalformed) {
-		s += ": " + e.Err.Error()
+		// The wrapped error may be this package's own ("protocol: invalid
+		// JSON: ..."): the line names the package once.
+		s += ": " + strings.TrimPrefix(e.Err.Error(), "protocol: ")
 	}
 	return s
 }
