@@ -197,3 +197,50 @@ def test_password_never_in_inspect_events_metrics_status(kind, secret_redis):
     assert not leaks(evtext), (leaks(evtext), evtext[:2000])
     log = open(w.logpath, "rb").read().decode("utf-8", "replace")
     assert not leaks(log), (leaks(log), log[-3000:])
+
+
+# A line a sender would like to add to the worker's log, and terminal
+# escapes (clear line, red).
+FORGED = "[2026-01-01 00:00:00,000: ERROR/MainProcess] forged"
+EVIL = "evil\n" + FORGED + "\x1b[2K\x1b[31m"
+
+
+def forged_lines(w):
+    w.log.flush()
+    text = open(w.logpath, "rb").read().decode("utf-8", "replace")
+    return [ln for ln in text.splitlines() if ln.startswith(FORGED) or "\x1b" in ln]
+
+
+def test_task_name_cannot_forge_a_log_line(worker):
+    """An unregistered task whose name holds a newline and ANSI escapes:
+    both workers log it as one line, escaped as Python's repr does."""
+    tid = str(uuid.uuid4())
+    worker.send(EVIL, args=[1], task_id=tid)
+    wait_for(lambda: "evil\\n" in worker.logtext(), what="the unregistered-task line")
+    assert not forged_lines(worker), forged_lines(worker)
+
+
+@pytest.mark.parametrize("kind", [
+    "go",
+    pytest.param("py", marks=pytest.mark.xfail(strict=True, reason=(
+        "Celery 5.7 logs 'Task %(name)s[%(id)s] received' with the id raw: "
+        "a task id holding a newline forges a line"))),
+])
+def test_task_id_cannot_forge_a_log_line(kind, start_worker):
+    """A registered task whose id holds a newline and ANSI escapes runs;
+    gocelery's console log shows the id escaped in every line."""
+    w = start_worker(kind, concurrency=2)
+    tid = "id-" + uuid.uuid4().hex + EVIL
+    assert w.send("gocelery.add", args=[1, 2], task_id=tid).get(timeout=30) == 3
+    wait_for(lambda: "succeeded" in w.logtext(), what="the succeeded line")
+    assert not forged_lines(w), forged_lines(w)
+
+
+def test_lone_surrogates_round_trip(worker):
+    """Python sends a str with lone surrogates; the echo task returns it and
+    AsyncResult.get() gives exactly the str that was sent (encoding/json
+    alone would give U+FFFD)."""
+    s = "\ud800x\udfff"
+    pair = "\U0001f600"
+    got = worker.send("gocelery.echo", args=[s, pair], kwargs={"k\udc80": s}).get(timeout=30)
+    assert got == {"args": [s, pair], "kwargs": {"k\udc80": s}}, ascii(got)
