@@ -53,3 +53,43 @@ func TestConsoleLogCannotBeForged(t *testing.T) {
 		t.Errorf("task name not shown escaped: %q", lines[0])
 	}
 }
+
+func TestMaxMessageSizeFlag(t *testing.T) {
+	cases := []struct {
+		args []string
+		env  string
+		want int64
+		bad  bool
+	}{
+		{want: 64 << 20},
+		{args: []string{"--max-message-size", "1048576"}, want: 1 << 20},
+		{args: []string{"--max-message-size", "2MiB"}, want: 2 << 20},
+		{args: []string{"--max-message-size", "512k"}, want: 512 << 10},
+		{args: []string{"--max-message-size", "1 GB"}, want: 1 << 30},
+		{args: []string{"--max-message-size", "0"}, want: 0},
+		{env: "3MiB", want: 3 << 20},
+		{args: []string{"--max-message-size", "1KiB"}, env: "3MiB", want: 1 << 10}, // the flag wins
+		{args: []string{"--max-message-size", "-1"}, bad: true},
+		{args: []string{"--max-message-size", "lots"}, bad: true},
+		{env: "12XB", bad: true},
+	}
+	for _, c := range cases {
+		t.Setenv("CELERY_MAX_MESSAGE_SIZE", c.env)
+		f, err := parseWorkerFlags("gocelery", nil, c.args)
+		if c.bad {
+			if err == nil {
+				t.Errorf("%v env %q: no error", c.args, c.env)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%v env %q: %v", c.args, c.env, err)
+		}
+		if f.maxMessageSize != c.want {
+			t.Errorf("%v env %q: %d, want %d", c.args, c.env, f.maxMessageSize, c.want)
+		}
+	}
+	if got := maxMessageSize(0); got >= 0 {
+		t.Errorf("flag 0 (no limit) gives the library %d, want negative", got)
+	}
+}

@@ -244,3 +244,19 @@ def test_lone_surrogates_round_trip(worker):
     pair = "\U0001f600"
     got = worker.send("gocelery.echo", args=[s, pair], kwargs={"k\udc80": s}).get(timeout=30)
     assert got == {"args": [s, pair], "kwargs": {"k\udc80": s}}, ascii(got)
+
+
+def test_message_larger_than_the_limit_is_rejected(start_worker, app):
+    """gocelery --max-message-size: a larger message is rejected (not
+    requeued) with a FAILURE naming the limit, stored under its id; the
+    worker keeps serving. Celery 5.7 has no such limit."""
+    from conftest import queue_depth
+    w = start_worker("go", "--max-message-size", "1MiB", concurrency=2)
+    r = w.send("gocelery.echo", args=["x" * (2 << 20)])
+    with pytest.raises(Exception) as exc:
+        r.get(timeout=30)
+    assert "limit of 1048576 bytes" in str(exc.value), exc.value
+    assert r.state == "FAILURE"
+    assert w.send("gocelery.add", args=[1, 2]).get(timeout=30) == 3
+    assert queue_depth(app, w.queue) == 0
+    assert "larger than the message size limit" in w.logtext()

@@ -218,12 +218,16 @@ func (w *Worker) rejectUndecodable(d broker.Delivery, info broker.DeliveryInfo, 
 	if env != nil {
 		contentType = env.ContentType
 	}
-	log.Error().Err(err).Str("content_type", contentType).Msg("Rejecting message that is not a valid task")
+	what, reason := "Rejecting message that is not a valid task", "invalid"
+	if errors.Is(err, protocol.ErrTooLarge) {
+		what, reason = "Rejecting message larger than the message size limit", "too_large"
+	}
+	log.Error().Err(err).Str("content_type", contentType).Msg(what)
 	taskName := ""
 	if de != nil {
 		taskName = de.TaskName
 	}
-	w.obs.TaskRejected(taskName, info.RoutingKey, "invalid")
+	w.obs.TaskRejected(taskName, info.RoutingKey, reason)
 	if de == nil || de.TaskID == "" {
 		settle(&log, d, false, "not a valid task")
 		return
