@@ -35,6 +35,7 @@ type job struct {
 	log      zerolog.Logger
 	received time.Time
 	start    time.Time
+	size     int            // body bytes, for memoryReleaser
 	req      *tasks.Request // set when it runs
 }
 
@@ -79,9 +80,10 @@ func (w *Worker) prepare(d broker.Delivery) *job {
 	msg, err := protocol.Decode(env, decodeOptions(&w.cfg))
 	if err != nil {
 		w.rejectUndecodable(d, info, env, err)
+		w.mem.done(len(env.Body))
 		return nil
 	}
-	log := w.log.With().Str("task", msg.Name()).Str("id", msg.ID).Logger()
+	log := jobLogger(w.log, msg.Name(), msg.ID)
 	log.Debug().Str("exchange", info.Exchange).Str("routing_key", info.RoutingKey).
 		Bool("redelivered", info.Redelivered).Str("content_type", env.ContentType).
 		Int("protocol", msg.Protocol).Msg("decoded")
@@ -96,7 +98,7 @@ func (w *Worker) prepare(d broker.Delivery) *job {
 		})
 		return nil
 	}
-	j := &job{d: d, info: info, msg: msg, task: task, log: log, received: time.Now()}
+	j := &job{d: d, info: info, msg: msg, task: task, log: log, received: time.Now(), size: len(env.Body)}
 	w.obs.TaskReceived(msg.Task, info.RoutingKey)
 	log.Info().Msgf("Task %s[%s] received", msg.Name(), msg.ID)
 	if w.events.enabled.Load() {
@@ -278,4 +280,5 @@ func isoOrNil(t *time.Time) any {
 func (w *Worker) finish(j *job) {
 	w.known.Delete(j)
 	w.inflight.Done()
+	w.mem.done(j.size)
 }

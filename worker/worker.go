@@ -143,6 +143,7 @@ type Worker struct {
 	readyOnce sync.Once
 
 	obs         Observer
+	mem         memoryReleaser
 	backendDown atomic.Bool // the last result write failed
 
 	held      atomic.Int64 // ETA messages held in memory
