@@ -288,3 +288,29 @@ def test_memory_returns_after_large_messages(start_worker):
     wait_for(lambda: rss_mib(w.proc.pid) < idle + 100, timeout=30,
              what=f"RSS back under {idle + 100} MiB (idle {idle}, peak {peak})")
     assert w.send("gocelery.add", args=[1, 2]).get(timeout=30) == 3
+
+
+def test_json_body_not_utf8(worker, app):
+    """A JSON body with bytes that are not UTF-8 (no Python producer writes
+    one; kombu cannot read one: DecodeError). Both workers drop it and keep
+    serving; gocelery also stores a FAILURE under the id from the headers,
+    where Celery 5.7 stores nothing (the result stays PENDING)."""
+    from conftest import queue_depth
+    tid = str(uuid.uuid4())
+    body = b'[["\xff\xfe"], {}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]'
+    with app.producer_or_acquire() as prod:
+        prod.publish(body, routing_key=worker.queue, exchange="", serializer=None,
+                     content_type="application/json", content_encoding="utf-8",
+                     headers={"lang": "py", "task": "gocelery.echo", "id": tid, "root_id": tid,
+                              "parent_id": None, "group": None, "argsrepr": "()", "kwargsrepr": "{}"})
+    r = app.AsyncResult(tid)
+    if worker.kind == "go":
+        with pytest.raises(Exception) as exc:
+            r.get(timeout=30)
+        assert "not UTF-8" in str(exc.value), exc.value
+    else:
+        wait_for(lambda: "Can't decode message body" in worker.logtext() and tid in worker.logtext(),
+                 what="Celery's decode error line")
+        assert r.state == "PENDING"
+    assert worker.send("gocelery.add", args=[2, 2]).get(timeout=30) == 4
+    assert queue_depth(app, worker.queue) == 0
