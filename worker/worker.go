@@ -308,6 +308,7 @@ func decodeOptions(cfg *Config) protocol.DecodeOptions {
 	return protocol.DecodeOptions{Accept: cfg.Accept, MaxBodySize: max(limit, 0)}
 }
 
-// DefaultMaxMessageSize is Config.MaxMessageSize's default: 64 MiB, half
-// RabbitMQ's own max_message_size, generous for task arguments.
+// DefaultMaxMessageSize is Config.MaxMessageSize's default: 64 MiB,
+// generous for task arguments (RabbitMQ 3.x itself allows 128 MiB, 4.x
+// 16 MiB).
 const DefaultMaxMessageSize = 64 << 20
