@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -91,5 +92,28 @@ func TestMaxMessageSizeFlag(t *testing.T) {
 	}
 	if got := maxMessageSize(0); got >= 0 {
 		t.Errorf("flag 0 (no limit) gives the library %d, want negative", got)
+	}
+}
+
+// TestJSONLogCannotBeForged: the JSON format escapes control characters
+// itself; each event is one line that parses, with the text intact.
+func TestJSONLogCannotBeForged(t *testing.T) {
+	forged := "x\n{\"level\":\"error\",\"message\":\"forged\"}\x1b[2K\u2028"
+	var buf bytes.Buffer
+	log, err := buildLogger(&buf, zerolog.InfoLevel, "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Error().Str("task", forged).Msgf("Received unregistered task of type %s.", forged)
+	lines := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")
+	if len(lines) != 1 {
+		t.Fatalf("1 event printed as %d lines:\n%s", len(lines), buf.String())
+	}
+	var evt map[string]any
+	if err := json.Unmarshal([]byte(lines[0]), &evt); err != nil {
+		t.Fatalf("%q: %v", lines[0], err)
+	}
+	if evt["task"] != forged || !strings.Contains(evt["message"].(string), forged) {
+		t.Errorf("text changed: %v", evt)
 	}
 }
