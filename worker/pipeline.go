@@ -74,13 +74,17 @@ func (w *Worker) accept(d broker.Delivery) {
 }
 
 // prepare decodes and checks a delivery; nil means it was settled.
-func (w *Worker) prepare(d broker.Delivery) *job {
+func (w *Worker) prepare(d broker.Delivery) (j *job) {
 	info := d.Info()
 	env := d.Envelope()
+	defer func() {
+		if j == nil { // settled here; else finish reports it
+			w.mem.done(len(env.Body))
+		}
+	}()
 	msg, err := protocol.Decode(env, decodeOptions(&w.cfg))
 	if err != nil {
 		w.rejectUndecodable(d, info, env, err)
-		w.mem.done(len(env.Body))
 		return nil
 	}
 	log := jobLogger(w.log, msg.Name(), msg.ID)
@@ -98,7 +102,7 @@ func (w *Worker) prepare(d broker.Delivery) *job {
 		})
 		return nil
 	}
-	j := &job{d: d, info: info, msg: msg, task: task, log: log, received: time.Now(), size: len(env.Body)}
+	j = &job{d: d, info: info, msg: msg, task: task, log: log, received: time.Now(), size: len(env.Body)}
 	w.obs.TaskReceived(msg.Task, info.RoutingKey)
 	log.Info().Msgf("Task %s[%s] received", msg.Name(), msg.ID)
 	if w.events.enabled.Load() {
