@@ -40,8 +40,10 @@ func ParseURLs(raw string) ([]amqp091.URI, []string, error) {
 // ParseURL reads a broker URL as Celery/kombu write it and returns the URI
 // amqp091 dials. Differences from amqp091's own parser: "amqp://host//"
 // and "amqp://host/" both mean vhost "/" (kombu's default), the pyamqp and
-// librabbitmq schemes are aliases of amqp, and of a ";"-separated failover
-// list the first URL is read (ParseURLs reads them all).
+// librabbitmq schemes are aliases of amqp, a user name or password may hold
+// unencoded "@", "#", "/", ":" or "%" (redact.EscapeUserinfo), and of a
+// ";"-separated failover list the first URL is read (ParseURLs reads them
+// all).
 func ParseURL(raw string) (amqp091.URI, error) {
 	if raw == "" {
 		raw = DefaultURL
@@ -49,7 +51,8 @@ func ParseURL(raw string) (amqp091.URI, error) {
 	if i := strings.IndexByte(raw, ';'); i >= 0 {
 		raw = raw[:i]
 	}
-	u, err := url.Parse(raw)
+	// Passwords are often written unencoded; read them as kombu users mean.
+	u, err := url.Parse(redact.EscapeUserinfo(raw))
 	if err != nil {
 		return amqp091.URI{}, fmt.Errorf("amqp: broker URL: %w", redact.Error(err, raw))
 	}

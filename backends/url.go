@@ -53,7 +53,9 @@ func parseURL(raw string, topts TransportOptions) (*options, error) {
 }
 
 func parseOne(raw string) (*options, error) {
-	u, err := url.Parse(raw)
+	// Passwords are often written unencoded; escaping them first keeps
+	// them whole (and out of parse errors).
+	u, err := url.Parse(redact.EscapeUserinfo(raw))
 	if err != nil {
 		return nil, err
 	}

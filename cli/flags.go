@@ -14,6 +14,8 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/spf13/pflag"
+
+	"github.com/celeryworker/gocelery/worker"
 )
 
 // Defaults when neither a flag nor the environment names one; they are
@@ -44,6 +46,7 @@ type workerFlags struct {
 	heartbeat                         time.Duration // amqp.Params.Heartbeat: 0 default, negative off
 	maxTasksPerChild                  int
 	maxMemoryPerChild                 int
+	maxMessageSize                    int64
 	cpuProfile                        string
 	metricsAddr                       string
 
@@ -97,6 +100,8 @@ func workerFlagSet(name string, f *workerFlags) *pflag.FlagSet {
 	fs.IntVarP(&f.concurrency, "concurrency", "c", runtime.NumCPU(), "number of tasks run at once")
 	fs.StringVar(&f.autoscale, "autoscale", "", "MAX,MIN: run between MIN and MAX tasks at once as load requires")
 	fs.IntVar(&f.prefetch, "prefetch-multiplier", 4, "prefetch = concurrency × this; 0 = unlimited")
+	f.maxMessageSize = worker.DefaultMaxMessageSize
+	fs.Var(&sizeValue{&f.maxMessageSize}, "max-message-size", "larger messages are rejected with a FAILURE naming the limit: bytes, or with KiB, MiB, GiB (env CELERY_MAX_MESSAGE_SIZE); 0 = no limit")
 	fs.BoolVarP(&f.events, "task-events", "E", false, "send task events for monitors such as Flower")
 	fs.BoolVar(&f.withoutHeartbeat, "without-heartbeat", false, "send no worker-heartbeat events")
 	fs.Var(&secondsValue{&f.heartbeat, true}, "heartbeat-interval", "AMQP connection heartbeat in seconds (0 = off; default 60)")
@@ -150,6 +155,11 @@ func parseWorkerFlags(name string, g *globals, args []string) (*workerFlags, err
 	}
 	if fs.NArg() > 0 {
 		return nil, usagef("unexpected argument %q", fs.Arg(0))
+	}
+	if v := os.Getenv("CELERY_MAX_MESSAGE_SIZE"); v != "" && !fs.Changed("max-message-size") {
+		if err := (&sizeValue{&f.maxMessageSize}).Set(v); err != nil {
+			return nil, usagef("CELERY_MAX_MESSAGE_SIZE=%q: %v", v, err)
+		}
 	}
 	if g == nil {
 		g = &globals{}
@@ -428,4 +438,49 @@ func envOptions(key string) (map[string]any, error) {
 		return nil, usagef("%s: %v", key, err)
 	}
 	return m, nil
+}
+
+// sizeValue is a size in bytes: a number, optionally with a KiB, MiB or GiB
+// suffix (KB, MB, GB and K, M, G mean the same powers of 1024).
+type sizeValue struct{ n *int64 }
+
+func (v *sizeValue) String() string {
+	if v.n == nil {
+		return "0"
+	}
+	for _, u := range []struct {
+		suffix string
+		shift  uint
+	}{{"GiB", 30}, {"MiB", 20}, {"KiB", 10}} {
+		if *v.n > 0 && *v.n%(1<<u.shift) == 0 {
+			return strconv.FormatInt(*v.n>>u.shift, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(*v.n, 10)
+}
+
+func (v *sizeValue) Set(s string) error {
+	num, shift := splitSizeUnit(strings.TrimSpace(s))
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)>>shift {
+		return fmt.Errorf("want a size in bytes such as 67108864 or 64MiB, got %q", s)
+	}
+	*v.n = n << shift
+	return nil
+}
+
+func (v *sizeValue) Type() string { return "size" }
+
+// splitSizeUnit splits "64MiB" into "64" and 20.
+func splitSizeUnit(s string) (num string, shift uint) {
+	upper := strings.ToUpper(s)
+	for _, u := range []struct {
+		suffix string
+		shift  uint
+	}{{"GIB", 30}, {"GB", 30}, {"G", 30}, {"MIB", 20}, {"MB", 20}, {"M", 20}, {"KIB", 10}, {"KB", 10}, {"K", 10}, {"B", 0}} {
+		if strings.HasSuffix(upper, u.suffix) {
+			return strings.TrimSpace(s[:len(s)-len(u.suffix)]), u.shift
+		}
+	}
+	return s, 0
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/rs/zerolog"
 )
@@ -104,6 +105,20 @@ func consoleWriter(w io.Writer) zerolog.ConsoleWriter {
 		}
 		return nil
 	}
+	// Text from the wire (task names, ids, exception messages) reaches the
+	// message; escaped as Python's repr does, one event stays one line and
+	// cannot move the cursor or clear the screen. Field values are quoted
+	// by zerolog already.
+	cw.FormatMessage = func(i any) string {
+		s, ok := i.(string)
+		if !ok {
+			if i == nil {
+				return ""
+			}
+			s = fmt.Sprint(i)
+		}
+		return escapeLine(s)
+	}
 	// Task name and id are already in the message text.
 	cw.FieldsExclude = []string{"task", "id", "runtime", "task_log"}
 	return cw
@@ -145,4 +160,52 @@ func nodeFormat(s, node string) (string, error) {
 
 func isWordByte(c byte) bool {
 	return c == '_' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+}
+
+// escapeLine returns s with what would break a log line escaped as
+// Python's repr writes it: \n, \r, \t, other C0 and C1 controls and DEL
+// as \xNN, the Unicode line and paragraph separators as \u2028/\u2029, and
+// each byte that is not UTF-8 as \xNN. Everything else, non-ASCII text
+// included, is kept as it is.
+func escapeLine(s string) string {
+	i := 0
+	for i < len(s) {
+		c := s[i]
+		if c < 0x20 || c == 0x7f || c >= utf8.RuneSelf {
+			break
+		}
+		i++
+	}
+	if i == len(s) {
+		return s // the common case: printable ASCII
+	}
+	const hex = "0123456789abcdef"
+	var b strings.Builder
+	b.Grow(len(s) + 8)
+	b.WriteString(s[:i])
+	for i < len(s) {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == '\n':
+			b.WriteString(`\n`)
+		case r == '\r':
+			b.WriteString(`\r`)
+		case r == '\t':
+			b.WriteString(`\t`)
+		case r == utf8.RuneError && size == 1, r < 0x20, r >= 0x7f && r < 0xa0:
+			c := s[i]
+			if r != utf8.RuneError {
+				c = byte(r)
+			}
+			b.WriteString(`\x`)
+			b.WriteByte(hex[c>>4])
+			b.WriteByte(hex[c&15])
+		case r == 0x2028 || r == 0x2029:
+			fmt.Fprintf(&b, `\u%04x`, r)
+		default:
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
 	"runtime/pprof"
@@ -166,6 +167,7 @@ func (p Program) runWorker(ctx context.Context, g *globals, args []string, stdou
 		Concurrency:              conc,
 		MinConcurrency:           minConc,
 		PrefetchMultiplier:       prefetch,
+		MaxMessageSize:           maxMessageSize(f.maxMessageSize),
 		NodeName:                 f.hostname,
 		TimeLimit:                f.timeLimit,
 		SoftTimeLimit:            f.softTimeLimit,
@@ -202,6 +204,15 @@ func (p Program) runWorker(ctx context.Context, g *globals, args []string, stdou
 		return s.fail(s.explain(err))
 	}
 	return 0
+}
+
+// maxMessageSize turns the flag's "0: no limit" into the library's
+// negative (its 0 means the default).
+func maxMessageSize(n int64) int {
+	if n == 0 {
+		return -1
+	}
+	return int(min(n, math.MaxInt))
 }
 
 // stopMetrics stops the metrics server, waiting a little for scrapes in

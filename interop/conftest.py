@@ -58,7 +58,8 @@ class Worker:
         self.node = f"{kind}-{tag}@{HOST}"
         os.makedirs(LOGDIR, exist_ok=True)
         self.logpath = os.path.join(LOGDIR, f"{self.queue}.log")
-        env = dict(os.environ, CELERY_BROKER_URL=BROKER, CELERY_RESULT_BACKEND=BACKEND) | (env or {})
+        # env may name other broker/backend URLs (test_hostile_input does).
+        env = {**os.environ, "CELERY_BROKER_URL": BROKER, "CELERY_RESULT_BACKEND": BACKEND, **(env or {})}
         if kind == "go":
             binary = os.environ.get("GOCELERY_BIN") or os.path.join(ROOT, ".build", "gocelery")
             cmd = [binary, "worker", "-Q", self.queue, "-n", self.node, "-c", str(concurrency), "-l", "INFO"]

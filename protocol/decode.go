@@ -14,6 +14,9 @@ type DecodeOptions struct {
 	// Accept lists accepted serializers by name or content type; nil means
 	// DefaultAccept.
 	Accept []string
+	// MaxBodySize, when above 0, refuses a body larger than this many
+	// bytes, before and after decompression (ErrTooLarge).
+	MaxBodySize int
 }
 
 // Decode turns a delivery into a Message. Protocol v2 is recognised by a
@@ -56,6 +59,9 @@ func Decode(env *Envelope, opts DecodeOptions) (*Message, error) {
 	}
 
 	body := env.Body
+	if err := checkSize(body, opts.MaxBodySize, ""); err != nil {
+		return fail(err)
+	}
 	if c, ok := env.Headers["compression"]; ok && c != nil {
 		cs, ok := c.(string)
 		if !ok {
@@ -63,6 +69,9 @@ func Decode(env *Envelope, opts DecodeOptions) (*Message, error) {
 		}
 		var err error
 		if body, err = Decompress(cs, body); err != nil {
+			return fail(err)
+		}
+		if err := checkSize(body, opts.MaxBodySize, "decompressed "); err != nil {
 			return fail(err)
 		}
 		m.Compression = cs
@@ -445,4 +454,12 @@ func readTimeLimit(v any) (TimeLimit, error) {
 		out[i] = f
 	}
 	return TimeLimit{Hard: out[0], Soft: out[1]}, nil
+}
+
+// checkSize refuses a body above limit (0: no limit), naming the limit.
+func checkSize(body []byte, limit int, what string) error {
+	if limit <= 0 || len(body) <= limit {
+		return nil
+	}
+	return &DecodeError{Reason: fmt.Sprintf("%smessage body of %d bytes is larger than the limit of %d bytes (--max-message-size)", what, len(body), limit), Err: ErrTooLarge}
 }

@@ -3,6 +3,7 @@ package protocol
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Sentinel errors for decisions made on a decode failure.
@@ -14,6 +15,8 @@ var (
 	ErrUnknownContentType = errors.New("unknown content type")
 	// ErrUnknownCompression: the compression header names no known codec.
 	ErrUnknownCompression = errors.New("unknown compression")
+	// ErrTooLarge: the body is above DecodeOptions.MaxBodySize.
+	ErrTooLarge = errors.New("message too large")
 	// ErrMalformed: the message does not have Celery's shape.
 	ErrMalformed = errors.New("malformed task message")
 )
@@ -33,8 +36,10 @@ func (e *DecodeError) Error() string {
 	if e.TaskName != "" || e.TaskID != "" {
 		s += fmt.Sprintf(" (task %s[%s])", e.TaskName, e.TaskID)
 	}
-	if e.Err != nil && !errors.Is(e.Err, ErrMalformed) {
-		s += ": " + e.Err.Error()
+	if e.Err != nil && !errors.Is(e.Err, ErrMalformed) && !errors.Is(e.Err, ErrTooLarge) {
+		// The wrapped error may be this package's own ("protocol: invalid
+		// JSON: ..."): the line names the package once.
+		s += ": " + strings.TrimPrefix(e.Err.Error(), "protocol: ")
 	}
 	return s
 }

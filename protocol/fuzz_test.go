@@ -1,7 +1,9 @@
 package protocol
 
 import (
+	"reflect"
 	"testing"
+	"unicode/utf8"
 )
 
 // FuzzDecode feeds arbitrary bodies and content types through Decode with
@@ -71,6 +73,35 @@ func FuzzDecodeMsgpack(f *testing.F) {
 		}
 		if _, err := MarshalMsgpack(v); err != nil {
 			t.Fatalf("decoded value does not encode: %v", err)
+		}
+	})
+}
+
+// FuzzDecodeJSONWTF8: the decoder that keeps lone surrogates agrees with
+// encoding/json on every UTF-8 input without surrogate escapes (same value
+// or both an error), and never panics on the rest.
+func FuzzDecodeJSONWTF8(f *testing.F) {
+	for _, s := range []string{`"\ud800x\udfff"`, `{"a": ["\ud83d\ude00", 1e5, null]}`, `[1, {"b": "\u00e9"}]`, `"\ud800\ud800\udc00"`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if !utf8.Valid(data) {
+			return
+		}
+		if !hasSurrogateEscape(data) {
+			compareDecoders(t, data)
+			return
+		}
+		v, err := decodeJSONWTF8(data)
+		if err != nil {
+			return
+		}
+		out, err := MarshalJSON(v)
+		if err != nil {
+			t.Fatalf("decoded value does not encode: %v", err)
+		}
+		if v2, err := decodeJSONWTF8(out); err != nil || !reflect.DeepEqual(v, v2) {
+			t.Fatalf("%q -> %s -> %#v (%v), want %#v", data, out, v2, err, v)
 		}
 	})
 }

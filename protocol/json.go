@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"math/big"
 	"reflect"
@@ -19,15 +18,16 @@ import (
 // DecodeJSON decodes kombu JSON into the value model: numbers stay exact as
 // json.Number, and {"__type__": T, "__value__": V} envelopes become DateTime,
 // Date, TimeOfDay, Decimal, UUID or []byte. Trailing data is an error.
+//
+// Strings keep lone surrogates ("\ud800") as WTF-8 and bytes that are not
+// UTF-8 are an error (ErrNotUTF8), both as kombu's json does: see wtf8.go.
 func DecodeJSON(data []byte) (any, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return nil, fmt.Errorf("protocol: invalid JSON: %w", err)
+	if !utf8.Valid(data) {
+		return nil, fmt.Errorf("protocol: invalid JSON: %w", ErrNotUTF8)
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("protocol: invalid JSON: trailing data after the value")
+	v, err := decodeJSONWTF8(data)
+	if err != nil {
+		return nil, fmt.Errorf("protocol: invalid JSON: %w", err)
 	}
 	return unwrapTagged(v)
 }
@@ -402,6 +402,14 @@ func appendJSONString(b []byte, s string) []byte {
 		r, size := utf8.DecodeRuneInString(s[i:])
 		if r == utf8.RuneError && size == 1 {
 			b = append(b, s[start:i]...)
+			if sr, ok := surrogateAt(s[i:]); ok {
+				// A lone surrogate kept as WTF-8 (wtf8.go) goes back as
+				// the escape Python wrote.
+				b = append(b, '\\', 'u', hexDigits[sr>>12], hexDigits[sr>>8&0xF], hexDigits[sr>>4&0xF], hexDigits[sr&0xF])
+				i += 3
+				start = i
+				continue
+			}
 			b = append(b, `\ufffd`...)
 			i += size
 			start = i

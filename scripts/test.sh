@@ -21,6 +21,7 @@ echo "== fuzz (bounded)"
 go test -run '^$' -fuzz '^FuzzDecode$' -fuzztime "${FUZZTIME:-20s}" ./protocol
 go test -run '^$' -fuzz '^FuzzDecodeJSON$' -fuzztime "${FUZZTIME:-10s}" ./protocol
 go test -run '^$' -fuzz '^FuzzDecodeMsgpack$' -fuzztime "${FUZZTIME:-10s}" ./protocol
+go test -run '^$' -fuzz '^FuzzDecodeJSONWTF8$' -fuzztime "${FUZZTIME:-10s}" ./protocol
 echo "== interop (Python Celery against gocelery and the Python worker)"
 mkdir -p .build
 go build -o .build/gocelery ./cmd/gocelery

@@ -350,7 +350,7 @@ func (s *syncBuffer) String() string {
 
 // fixture is one worker consuming queue "q" of its own in-memory broker.
 type fixture struct {
-	t      *testing.T
+	t      testing.TB
 	b      *brokertest.Broker
 	be     *memBackend
 	w      *worker.Worker
@@ -362,7 +362,7 @@ type fixture struct {
 // newFixture builds a worker (not started) with cfg's zero fields filled:
 // queue "q", node w@test, one runner, the memBackend, DefaultQueue "q" so
 // canvas steps come back to it, and a test logger.
-func newFixture(t *testing.T, reg *tasks.Registry, cfg worker.Config) *fixture {
+func newFixture(t testing.TB, reg *tasks.Registry, cfg worker.Config) *fixture {
 	t.Helper()
 	f := &fixture{t: t, b: brokertest.New(), runErr: make(chan error, 1), logs: &syncBuffer{}}
 	switch tr := cfg.Broker.(type) {
@@ -396,8 +396,10 @@ func newFixture(t *testing.T, reg *tasks.Registry, cfg worker.Config) *fixture {
 		cfg.DefaultQueue = testQueue
 	}
 	cfg.Registry = reg
-	zl := zerolog.New(f.logs).Level(zerolog.DebugLevel).With().Timestamp().Logger()
-	cfg.Logger = &zl
+	if cfg.Logger == nil {
+		zl := zerolog.New(f.logs).Level(zerolog.DebugLevel).With().Timestamp().Logger()
+		cfg.Logger = &zl
+	}
 	w, err := worker.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -451,7 +453,7 @@ func (f *fixture) waitReady() {
 }
 
 // startWorker builds and starts a worker.
-func startWorker(t *testing.T, reg *tasks.Registry, cfg worker.Config) *fixture {
+func startWorker(t testing.TB, reg *tasks.Registry, cfg worker.Config) *fixture {
 	t.Helper()
 	return newFixture(t, reg, cfg).start()
 }

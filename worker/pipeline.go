@@ -35,6 +35,7 @@ type job struct {
 	log      zerolog.Logger
 	received time.Time
 	start    time.Time
+	size     int            // body bytes, for memoryReleaser
 	req      *tasks.Request // set when it runs
 }
 
@@ -73,15 +74,20 @@ func (w *Worker) accept(d broker.Delivery) {
 }
 
 // prepare decodes and checks a delivery; nil means it was settled.
-func (w *Worker) prepare(d broker.Delivery) *job {
+func (w *Worker) prepare(d broker.Delivery) (j *job) {
 	info := d.Info()
 	env := d.Envelope()
+	defer func() {
+		if j == nil { // settled here; else finish reports it
+			w.mem.done(len(env.Body))
+		}
+	}()
 	msg, err := protocol.Decode(env, decodeOptions(&w.cfg))
 	if err != nil {
 		w.rejectUndecodable(d, info, env, err)
 		return nil
 	}
-	log := w.log.With().Str("task", msg.Name()).Str("id", msg.ID).Logger()
+	log := jobLogger(w.log, msg.Name(), msg.ID)
 	log.Debug().Str("exchange", info.Exchange).Str("routing_key", info.RoutingKey).
 		Bool("redelivered", info.Redelivered).Str("content_type", env.ContentType).
 		Int("protocol", msg.Protocol).Msg("decoded")
@@ -96,7 +102,7 @@ func (w *Worker) prepare(d broker.Delivery) *job {
 		})
 		return nil
 	}
-	j := &job{d: d, info: info, msg: msg, task: task, log: log, received: time.Now()}
+	j = &job{d: d, info: info, msg: msg, task: task, log: log, received: time.Now(), size: len(env.Body)}
 	w.obs.TaskReceived(msg.Task, info.RoutingKey)
 	log.Info().Msgf("Task %s[%s] received", msg.Name(), msg.ID)
 	if w.events.enabled.Load() {
@@ -218,12 +224,16 @@ func (w *Worker) rejectUndecodable(d broker.Delivery, info broker.DeliveryInfo, 
 	if env != nil {
 		contentType = env.ContentType
 	}
-	log.Error().Err(err).Str("content_type", contentType).Msg("Rejecting message that is not a valid task")
+	what, reason := "Rejecting message that is not a valid task", "invalid"
+	if errors.Is(err, protocol.ErrTooLarge) {
+		what, reason = "Rejecting message larger than the message size limit", "too_large"
+	}
+	log.Error().Err(err).Str("content_type", contentType).Msg(what)
 	taskName := ""
 	if de != nil {
 		taskName = de.TaskName
 	}
-	w.obs.TaskRejected(taskName, info.RoutingKey, "invalid")
+	w.obs.TaskRejected(taskName, info.RoutingKey, reason)
 	if de == nil || de.TaskID == "" {
 		settle(&log, d, false, "not a valid task")
 		return
@@ -274,4 +284,5 @@ func isoOrNil(t *time.Time) any {
 func (w *Worker) finish(j *job) {
 	w.known.Delete(j)
 	w.inflight.Done()
+	w.mem.done(j.size)
 }

@@ -86,6 +86,8 @@ func TestSettledWithoutRunning(t *testing.T) {
 		status  string // stored; "" for nothing
 		excType string
 		excMsg  string
+		excHas  string // a part of the exception message
+		cfg     worker.Config
 		acked   bool // else rejected without requeue
 	}{
 		{name: "unregistered task",
@@ -103,6 +105,28 @@ func TestSettledWithoutRunning(t *testing.T) {
 					Headers: map[string]any{"task": "t.run", "id": "pk1"}, Body: []byte("\x80\x04.")})
 			},
 			id: "pk1", status: backends.StatusFailure, excType: "ContentDisallowed"},
+		{name: "larger than MaxMessageSize",
+			cfg:  worker.Config{MaxMessageSize: 1024},
+			send: func(f *fixture) { f.publish("big1", "t.run", strings.Repeat("x", 2048)) },
+			id:   "big1", status: backends.StatusFailure, excType: "InvalidTaskError", excHas: "larger than the limit of 1024 bytes"},
+		{name: "decompressed larger than MaxMessageSize",
+			cfg: worker.Config{MaxMessageSize: 1024},
+			send: func(f *fixture) {
+				body := `[["` + strings.Repeat("x", 4096) + `"], {}, {}]`
+				_, z, err := protocol.Compress("zlib", []byte(body))
+				if err != nil || len(z) > 1024 {
+					f.t.Fatalf("compress: %d bytes, %v", len(z), err)
+				}
+				f.b.Publish(testQueue, &protocol.Envelope{ContentType: "application/json", ContentEncoding: "utf-8",
+					Headers: map[string]any{"task": "t.run", "id": "bomb1", "compression": protocol.CompressionZlib}, Body: z})
+			},
+			id: "bomb1", status: backends.StatusFailure, excType: "InvalidTaskError", excHas: "decompressed message body"},
+		{name: "JSON body that is not UTF-8",
+			send: func(f *fixture) {
+				f.b.Publish(testQueue, &protocol.Envelope{ContentType: "application/json", ContentEncoding: "utf-8",
+					Headers: map[string]any{"task": "t.run", "id": "utf1"}, Body: []byte("[[\"\xff\"], {}, {}]")})
+			},
+			id: "utf1", status: backends.StatusFailure, excType: "InvalidTaskError", excHas: "not UTF-8"},
 		{name: "garbage without id",
 			send: func(f *fixture) {
 				f.b.Publish(testQueue, &protocol.Envelope{ContentType: "application/json", Body: []byte("garbage")})
@@ -126,7 +150,7 @@ func TestSettledWithoutRunning(t *testing.T) {
 			runs := newRunLog()
 			reg := tasks.NewRegistry()
 			reg.MustRegister("t.run", func(ctx context.Context) (string, error) { runs.add(ctx); return "ran", nil })
-			f := startWorker(t, reg, worker.Config{})
+			f := startWorker(t, reg, tc.cfg)
 			if tc.setup != nil {
 				tc.setup(f)
 			}
@@ -142,7 +166,7 @@ func TestSettledWithoutRunning(t *testing.T) {
 			if tc.status != "" {
 				doc := f.result(tc.id, tc.status)
 				typ, msg := exc(doc)
-				if typ != tc.excType || (tc.excMsg != "" && msg != tc.excMsg) {
+				if typ != tc.excType || (tc.excMsg != "" && msg != tc.excMsg) || !strings.Contains(msg, tc.excHas) {
 					t.Fatalf("stored %s(%q), want %s(%q)", typ, msg, tc.excType, tc.excMsg)
 				}
 			}

@@ -57,6 +57,11 @@ type Config struct {
 	NodeName string
 	// Accept lists accepted serializers (default json and msgpack).
 	Accept []string
+	// MaxMessageSize bounds a message body in bytes, compressed and
+	// decompressed (default DefaultMaxMessageSize; negative: no limit). A
+	// larger message is rejected, not requeued, with a FAILURE result
+	// naming the limit when its task id is in its headers.
+	MaxMessageSize int
 	// TimeLimit and SoftTimeLimit apply to tasks that set none themselves.
 	TimeLimit, SoftTimeLimit time.Duration
 	// TrackStarted stores STARTED before running each task
@@ -156,6 +161,7 @@ type Worker struct {
 	readyOnce sync.Once
 
 	obs         Observer
+	mem         memoryReleaser
 	backendDown atomic.Bool // the last result write failed
 
 	held      atomic.Int64 // ETA messages held in memory
@@ -334,5 +340,14 @@ func (w *Worker) updatePrefetch() {
 }
 
 func decodeOptions(cfg *Config) protocol.DecodeOptions {
-	return protocol.DecodeOptions{Accept: cfg.Accept}
+	limit := cfg.MaxMessageSize
+	if limit == 0 {
+		limit = DefaultMaxMessageSize
+	}
+	return protocol.DecodeOptions{Accept: cfg.Accept, MaxBodySize: max(limit, 0)}
 }
+
+// DefaultMaxMessageSize is Config.MaxMessageSize's default: 64 MiB,
+// generous for task arguments (RabbitMQ 3.x itself allows 128 MiB, 4.x
+// 16 MiB).
+const DefaultMaxMessageSize = 64 << 20

@@ -71,6 +71,12 @@ func String(s, raw string) string {
 		return s
 	}
 	s = strings.ReplaceAll(s, raw, red)
+	// Parsers quote the URL as they read it: with its credentials escaped.
+	for _, p := range strings.Split(raw, ";") {
+		if esc := EscapeUserinfo(p); esc != p {
+			s = strings.ReplaceAll(s, esc, one(p))
+		}
+	}
 	for _, secret := range secrets(raw) {
 		if len(secret) >= 3 {
 			s = strings.ReplaceAll(s, secret, Mask)
@@ -97,6 +103,10 @@ func secrets(raw string) []string {
 			continue
 		}
 		out = append(out, pass)
+		var b strings.Builder
+		if escapeInto(&b, pass); b.String() != pass {
+			out = append(out, b.String())
+		}
 		for _, sep := range []string{"@", "/", "#", "?", "%"} {
 			if i := strings.Index(pass, sep); i > 0 {
 				out = append(out, pass[:i], pass[i+1:])
@@ -122,3 +132,61 @@ func (r *redacted) Error() string { return r.msg }
 // Unwrap keeps errors.Is/As working; the wrapped error's own text is not
 // shown by this one.
 func (r *redacted) Unwrap() error { return r.err }
+
+// EscapeUserinfo returns the URL raw (one URL, not a list) with its user
+// name and password percent-encoded, so a URL parser reads the
+// credentials people write unencoded ("p@ss#w/rd%") as the password they
+// mean instead of cutting it at the first "@", "#" or "/" and taking the
+// rest for a host. The credentials run from "://" to the last "@", the
+// same rule URL and String use to hide them. A valid "%XX" escape is kept
+// (the password was encoded already, as kombu also reads it); every other
+// byte outside RFC 3986's unreserved set is escaped.
+func EscapeUserinfo(raw string) string {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return raw
+	}
+	at := strings.LastIndexByte(rest, '@')
+	if at < 0 {
+		return raw
+	}
+	user, pass, hasPass := strings.Cut(rest[:at], ":")
+	var b strings.Builder
+	b.Grow(len(raw) + 16)
+	b.WriteString(scheme)
+	b.WriteString("://")
+	escapeInto(&b, user)
+	if hasPass {
+		b.WriteByte(':')
+		escapeInto(&b, pass)
+	}
+	b.WriteString(rest[at:])
+	return b.String()
+}
+
+func escapeInto(b *strings.Builder, s string) {
+	const hex = "0123456789ABCDEF"
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case unreserved(c):
+			b.WriteByte(c)
+		case c == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]):
+			b.WriteString(s[i : i+3])
+			i += 2
+		default:
+			b.WriteByte('%')
+			b.WriteByte(hex[c>>4])
+			b.WriteByte(hex[c&15])
+		}
+	}
+}
+
+func unreserved(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+		c == '-' || c == '.' || c == '_' || c == '~'
+}
+
+func isHex(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
+}
