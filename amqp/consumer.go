@@ -190,3 +190,12 @@ func (d *delivery) isLost() error {
 		return nil
 	}
 }
+
+// AckNow acknowledges and returns once the ack is written to the connection
+// (broker.NowAcker): an early-ack task starts only after it.
+func (d *delivery) AckNow() error {
+	if err := d.isLost(); err != nil {
+		return err
+	}
+	return d.c.ack.AckNow(d.tag)
+}

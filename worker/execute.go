@@ -64,9 +64,16 @@ type outcome struct {
 func (w *Worker) run(j *job) {
 	w.running.Add(1)
 	defer w.running.Add(-1)
-	acksLate := j.task.Options.AcksLate
+	acksLate := w.acksLate(j.task)
 	if !acksLate {
-		w.ack(j)
+		// Acknowledged before it starts, as Celery does, and only started
+		// once the ack is on the wire: an ack still in a buffer when the
+		// connection drops would let the broker hand the task out again.
+		if err := broker.AckNow(j.d); err != nil {
+			j.log.Warn().Err(err).Msgf("Task %s[%s] not started: its ack could not be sent (the broker will redeliver the message)", j.msg.Name(), j.msg.ID)
+			return
+		}
+		j.log.Debug().Msg("acked")
 	}
 	req := w.request(j)
 	j.req = req
@@ -165,6 +172,8 @@ type activeTask struct {
 	msg        *protocol.Message
 	start      time.Time
 	acksLate   bool
+	rejectLost bool // acks_late, cut off by the shutdown timeout: requeue
+	d          broker.Delivery
 	info       broker.DeliveryInfo
 	cancel     context.CancelCauseFunc
 	terminated chan struct{}
@@ -194,7 +203,8 @@ func (w *Worker) execute(j *job, req *tasks.Request) outcome {
 	ctx, cancel := context.WithCancelCause(tasks.WithRequest(w.baseCtx, req))
 	defer cancel(context.Canceled)
 	hard, soft := w.limits(j)
-	a := &activeTask{msg: j.msg, start: time.Now(), acksLate: j.task.Options.AcksLate,
+	a := &activeTask{msg: j.msg, start: time.Now(), acksLate: w.acksLate(j.task),
+		rejectLost: w.rejectOnWorkerLost(j.task), d: j.d,
 		info: j.info, cancel: cancel, terminated: make(chan struct{})}
 	w.active.Store(j.msg.ID, a) // deleted by run once the outcome is recorded
 	if soft > 0 {

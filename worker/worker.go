@@ -45,6 +45,16 @@ type Config struct {
 	Accept []string
 	// TimeLimit and SoftTimeLimit apply to tasks that set none themselves.
 	TimeLimit, SoftTimeLimit time.Duration
+	// TaskAcksLate acknowledges every task after its result is stored
+	// unless the task says otherwise (task_acks_late; tasks.AcksLate and
+	// tasks.AcksEarly win over it).
+	TaskAcksLate bool
+	// TaskRejectOnWorkerLost: an acks_late task cut off by the shutdown
+	// timeout goes back to the queue; without it the task gets
+	// WorkerLostError and its message is acknowledged, as Celery does for a
+	// task whose pool process was lost (task_reject_on_worker_lost; the
+	// task's own RejectOnWorkerLost wins).
+	TaskRejectOnWorkerLost bool
 	// TrackStarted stores STARTED before running each task
 	// (task_track_started).
 	TrackStarted bool
@@ -292,6 +302,21 @@ func (w *Worker) updatePrefetch() {
 		return
 	}
 	w.log.Debug().Int("prefetch", n).Msg("prefetch count changed")
+}
+
+// acksLate says whether t is acknowledged after it runs: its own option,
+// else the worker's TaskAcksLate.
+func (w *Worker) acksLate(t *tasks.Task) bool {
+	return t.Options.AcksLate || (w.cfg.TaskAcksLate && !t.Options.AcksEarly)
+}
+
+// rejectOnWorkerLost says whether an acks_late task cut off by the
+// shutdown timeout is requeued (else it fails with WorkerLostError).
+func (w *Worker) rejectOnWorkerLost(t *tasks.Task) bool {
+	if r := t.Options.RejectOnWorkerLost; r != nil {
+		return *r
+	}
+	return w.cfg.TaskRejectOnWorkerLost
 }
 
 func decodeOptions(cfg *Config) protocol.DecodeOptions {
