@@ -95,10 +95,15 @@ func (w *Worker) run(j *job) {
 	w.countTask(j.msg.Task)
 	w.events.task("task-started", j.msg.ID, nil)
 	out := w.execute(j, req)
-	w.record(j, out, ignore, func() {
-		// acks_late: only once the result is stored.
+	w.record(j, out, ignore, func(stored bool) {
+		// acks_late: only once the result is stored; a result that could
+		// not be stored sends the message back, to run again.
 		if acksLate {
-			w.ack(j)
+			if stored {
+				w.ack(j)
+			} else {
+				w.reject(j, true, "result not stored")
+			}
 		}
 		w.processed.Add(1)
 	})
@@ -258,7 +263,7 @@ func (w *Worker) abandon(done <-chan outcome) {
 }
 
 // record stores the outcome and logs it as Celery does.
-func (w *Worker) record(j *job, out outcome, ignore bool, finished func()) {
+func (w *Worker) record(j *job, out outcome, ignore bool, finished func(stored bool)) {
 	m := j.msg
 	if out.err != nil && w.baseCtx.Err() != nil {
 		// Cut off by a cold shutdown (its context was cancelled):
@@ -269,17 +274,17 @@ func (w *Worker) record(j *job, out outcome, ignore bool, finished func()) {
 		return
 	}
 	runtime := time.Since(j.start).Seconds()
-	async := false
+	async, stored := false, true
 	defer func() {
 		if !async {
-			finished()
+			finished(stored)
 		}
 	}()
 	switch {
 	case out.hardLimit > 0:
 		j.log.Error().Int64("abandoned_goroutines", w.abandoned.Load()).
 			Msgf("Task %s[%s] Hard time limit (%gs) exceeded; its goroutine is abandoned", m.Name(), m.ID, out.hardLimit.Seconds())
-		w.fail(j, backends.TimeLimitExceeded(out.hardLimit.Seconds()), nil)
+		stored = w.fail(j, backends.TimeLimitExceeded(out.hardLimit.Seconds()), nil)
 		return
 	case out.err == nil:
 		// Tasks it sent itself (client.SendTask from its context) first,
@@ -297,7 +302,7 @@ func (w *Worker) record(j *job, out outcome, ignore bool, finished func()) {
 				// must see the success too.
 				w.succeeded.Store(m.ID, struct{}{})
 				then := finished
-				finished = func() { w.succeeded.Delete(m.ID); then() }
+				finished = func(stored bool) { w.succeeded.Delete(m.ID); then(stored) }
 			}
 			w.storeThen(&j.log, r, finished)
 		}
@@ -325,7 +330,7 @@ func (w *Worker) record(j *job, out outcome, ignore bool, finished func()) {
 		j.log.Warn().Msgf("Task %s[%s] terminated", m.Name(), m.ID)
 		r := w.newResult(m, j.info.RoutingKey, backends.StatusRevoked)
 		r.Result = backends.TaskRevoked("terminated").Value()
-		w.store(&j.log, r)
+		stored = w.store(&j.log, r)
 		w.onChordPart(j, backends.StatusRevoked, r.Result)
 		w.events.task("task-revoked", m.ID, map[string]any{"terminated": true, "signum": "SIGTERM", "expired": false})
 		w.obs.TaskDone(m.Task, j.info.RoutingKey, backends.StatusRevoked, "", time.Since(j.start))
@@ -334,12 +339,13 @@ func (w *Worker) record(j *job, out outcome, ignore bool, finished func()) {
 	exc, tb := w.exceptionOf(out)
 	j.log.Error().Float64("runtime", runtime).Str("exc_type", exc.Type).
 		Msgf("Task %s[%s] raised unexpected: %s", m.Name(), m.ID, excRepr(exc))
-	w.fail(j, exc, &tb)
+	stored = w.fail(j, exc, &tb)
 }
 
 // fail stores FAILURE for the task (even with ignore_result, as Celery
-// does) and runs the failure side of the canvas.
-func (w *Worker) fail(j *job, exc backends.ExceptionInfo, tb *string) {
+// does) and runs the failure side of the canvas; it reports whether the
+// result was stored.
+func (w *Worker) fail(j *job, exc backends.ExceptionInfo, tb *string) bool {
 	w.obs.TaskDone(j.msg.Task, j.info.RoutingKey, backends.StatusFailure, exc.Type, time.Since(j.start))
 	r := w.failureResult(j.msg, j.info.RoutingKey, exc, tb)
 	if j.req != nil {
@@ -347,7 +353,7 @@ func (w *Worker) fail(j *job, exc backends.ExceptionInfo, tb *string) {
 			r.Children = c
 		}
 	}
-	w.store(&j.log, r)
+	stored := w.store(&j.log, r)
 	var tbText any
 	if tb != nil {
 		tbText = *tb
@@ -355,6 +361,7 @@ func (w *Worker) fail(j *job, exc backends.ExceptionInfo, tb *string) {
 	w.events.task("task-failed", j.msg.ID, map[string]any{"exception": excRepr(exc), "traceback": tbText})
 	w.onChordPart(j, backends.StatusFailure, r.Result)
 	w.onFailureCanvas(j, r)
+	return stored
 }
 
 // exceptionOf maps a task's error to the Python exception Celery stores:

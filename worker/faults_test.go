@@ -104,3 +104,81 @@ func TestShutdownTimeoutAcksLate(t *testing.T) {
 		})
 	}
 }
+
+// holdsFor fails t unless cond holds at every poll for d: the proof of
+// something that must not happen.
+func holdsFor(t *testing.T, d time.Duration, cond func() bool, what string) {
+	t.Helper()
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		if !cond() {
+			t.Fatalf("broken: %s", what)
+		}
+	}
+}
+
+// TestBackendOutagePausesAndKeepsResults: while the result backend is
+// down the worker starts no new task (the prefetched ones wait, reserved),
+// holds the results it has and reports the backend down; when it is back
+// every held result lands and every task ran exactly once.
+func TestBackendOutagePausesAndKeepsResults(t *testing.T) {
+	t.Parallel()
+	runs := newRunLog()
+	reg := tasks.NewRegistry()
+	reg.MustRegister("t.count", func(ctx context.Context) (string, error) { runs.add(ctx); return "counted", nil })
+	f := startWorker(t, reg, worker.Config{Concurrency: 2, PrefetchMultiplier: 8})
+	f.be.FailAll(errBackendDown)
+	const n = 30
+	for i := range n {
+		f.publish(fmt.Sprint("t", i), "t.count")
+	}
+	brokertest.WaitFor(t, patience, func() bool { return !f.w.Snapshot().BackendUp }, "the backend to be reported down")
+	// The runners finish what they had and stop: only a few tasks (one per
+	// runner, and those taken before the first write failed) have run.
+	brokertest.WaitFor(t, patience, func() bool { return f.w.Snapshot().Running == 0 }, "the runners to stop")
+	ran := runs.total()
+	holdsFor(t, 300*time.Millisecond, func() bool { return runs.total() == ran }, "tasks started while the backend is down")
+	if ran > 6 {
+		t.Fatalf("%d tasks ran after the backend went down, want at most a few", ran)
+	}
+	f.be.FailAll(nil)
+	for i := range n {
+		id := fmt.Sprint("t", i)
+		f.result(id, backends.StatusSuccess)
+		if c := runs.count(id); c != 1 {
+			t.Fatalf("%s ran %d times", id, c)
+		}
+	}
+	brokertest.WaitFor(t, patience, func() bool { return f.w.Snapshot().BackendUp }, "the backend to be reported up")
+}
+
+// TestAcksLateAckedOnlyAfterStore: an acks_late task whose result cannot
+// be stored is not acked; it is acked once the result lands, and sent
+// back to the queue if the worker must stop first.
+func TestAcksLateAckedOnlyAfterStore(t *testing.T) {
+	t.Parallel()
+	for _, backAgain := range []bool{true, false} {
+		t.Run(fmt.Sprint("backend back=", backAgain), func(t *testing.T) {
+			t.Parallel()
+			runs := newRunLog()
+			reg := tasks.NewRegistry()
+			reg.MustRegister("t.late", func(ctx context.Context) (string, error) { runs.add(ctx); return "done", nil }, tasks.AcksLate())
+			f := startWorker(t, reg, worker.Config{Concurrency: 1})
+			f.be.FailAll(errBackendDown)
+			f.publish("A", "t.late")
+			brokertest.WaitFor(t, patience, func() bool { return runs.count("A") == 1 && f.be.Failed() > 0 }, "A to run and its write to fail")
+			holdsFor(t, 300*time.Millisecond, func() bool { return f.b.Unacked() == 1 && len(f.b.Acked()) == 0 }, "A acked without its result")
+			if backAgain {
+				f.be.FailAll(nil)
+				f.result("A", backends.StatusSuccess)
+				f.waitAcked("A")
+				return
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			defer cancel()
+			_ = f.w.Shutdown(ctx)
+			if len(f.b.Acked()) != 0 || f.b.Len(testQueue) != 1 {
+				t.Fatalf("acked %v, queue %d: want A back in the queue", f.b.Acked(), f.b.Len(testQueue))
+			}
+		})
+	}
+}

@@ -148,7 +148,10 @@ type Worker struct {
 	readyOnce sync.Once
 
 	obs         Observer
-	backendDown atomic.Bool // the last result write failed
+	backendDown atomic.Bool   // the last result write failed
+	beMu        sync.Mutex    // orders backend down/up changes
+	beUp        chan struct{} // while down: closed when it is back
+	holding     atomic.Int64  // results being written or held for retry
 
 	held      atomic.Int64 // ETA messages held in memory
 	running   atomic.Int64
