@@ -26,6 +26,12 @@ import (
 // Rejects go out at once.
 type acker struct {
 	ch ackChannel
+	// confirm, when set, is a synchronous call on the same channel: its
+	// answer proves the broker has processed every frame before it. AckNow
+	// waits for it, so an ack written just as the broker drops the
+	// connection (which it then never reads) is reported failed and the
+	// task is not started; without it such a task ran twice.
+	confirm func() error
 
 	// wmu orders the writers: whoever holds it takes what is due from the
 	// state below and writes it, so frames leave in the order the state
@@ -73,8 +79,8 @@ type ackChannel interface {
 
 var _ ackChannel = (*amqp091.Channel)(nil)
 
-func newAcker(ch ackChannel) *acker {
-	a := &acker{ch: ch, next: 1, acked: map[uint64]int64{}, settled: map[uint64]bool{}, cur: newAckWrite(),
+func newAcker(ch ackChannel, confirm func() error) *acker {
+	a := &acker{ch: ch, confirm: confirm, next: 1, acked: map[uint64]int64{}, settled: map[uint64]bool{}, cur: newAckWrite(),
 		kick: make(chan struct{}, 1), done: make(chan struct{}), stopped: make(chan struct{})}
 	a.batch.Store(ackBatch)
 	go a.loop()
@@ -121,8 +127,9 @@ func (a *acker) Ack(tag uint64, multiple bool) error {
 }
 
 // AckNow acknowledges tag and returns once the frame carrying it is written
-// to the connection (nil), or could not be (the channel is dead and the
-// broker will redeliver the message).
+// to the connection and, with confirm, processed by the broker (nil); an
+// error means it could not be (the channel is dead and the broker will
+// redeliver the message).
 func (a *acker) AckNow(tag uint64) error {
 	a.mu.Lock()
 	if err := a.err; err != nil {
@@ -241,6 +248,9 @@ func (a *acker) writeLocked(all bool, then func() error) error {
 	}
 	if err == nil && then != nil {
 		err = then()
+	}
+	if err == nil && w.waiters > 0 && a.confirm != nil {
+		err = a.confirm()
 	}
 	if err != nil {
 		a.mu.Lock()

@@ -49,7 +49,7 @@ func waitFrames(t *testing.T, f *fakeChannel, want []string) {
 
 func TestAckerBatchesContiguousAcks(t *testing.T) {
 	f := &fakeChannel{}
-	a := newAcker(f)
+	a := newAcker(f, nil)
 	defer a.close()
 	for _, tag := range []uint64{3, 1, 2, 5, 4} {
 		a.Ack(tag, false)
@@ -59,7 +59,7 @@ func TestAckerBatchesContiguousAcks(t *testing.T) {
 
 func TestAckerNeverCoversAHeldMessage(t *testing.T) {
 	f := &fakeChannel{}
-	a := newAcker(f)
+	a := newAcker(f, nil)
 	defer a.close()
 	// Tag 2 is held (an ETA task): 1 can go as a multiple ack, 3 and 4
 	// must go one by one, and never as a multiple ack covering 2.
@@ -81,7 +81,7 @@ func TestAckerNeverCoversAHeldMessage(t *testing.T) {
 
 func TestAckerRejectFlushesFirst(t *testing.T) {
 	f := &fakeChannel{}
-	a := newAcker(f)
+	a := newAcker(f, nil)
 	defer a.close()
 	a.Ack(1, false)
 	a.Ack(2, false)
@@ -92,7 +92,7 @@ func TestAckerRejectFlushesFirst(t *testing.T) {
 
 func TestAckerCloseSendsWaitingAcks(t *testing.T) {
 	f := &fakeChannel{}
-	a := newAcker(f)
+	a := newAcker(f, nil)
 	a.Ack(2, false) // 1 is still held
 	a.close()
 	if got := f.got(); !reflect.DeepEqual(got, []string{"ack 2 multiple=false"}) {
@@ -103,7 +103,7 @@ func TestAckerCloseSendsWaitingAcks(t *testing.T) {
 // The batch is a quarter of the prefetch window, at most ackBatch: a small
 // window must not wait for ackDelay before the broker may refill it.
 func TestAckerBatchScalesWithWindow(t *testing.T) {
-	a := newAcker(&fakeChannel{})
+	a := newAcker(&fakeChannel{}, nil)
 	defer a.close()
 	for _, tc := range []struct{ window, want int }{
 		{0, ackBatch}, {1, 1}, {3, 1}, {8, 2}, {64, 16}, {256, 64}, {1024, ackBatch},
@@ -135,7 +135,7 @@ func (g *gatedChannel) Ack(tag uint64, multiple bool) error {
 
 func TestAckerAckNowIsWrittenBeforeItReturns(t *testing.T) {
 	f := &fakeChannel{}
-	a := newAcker(f)
+	a := newAcker(f, nil)
 	defer a.close()
 	a.Ack(1, false) // lazy, acks_late
 	if err := a.AckNow(2); err != nil {
@@ -149,7 +149,7 @@ func TestAckerAckNowIsWrittenBeforeItReturns(t *testing.T) {
 
 func TestAckerAckNowCoalescesConcurrentAcks(t *testing.T) {
 	g := &gatedChannel{entered: make(chan struct{}), release: make(chan struct{})}
-	a := newAcker(g)
+	a := newAcker(g, nil)
 	defer a.close()
 	errs := make(chan error, 4)
 	go func() { errs <- a.AckNow(1) }()
@@ -191,7 +191,7 @@ func TestAckerAckNowCoalescesConcurrentAcks(t *testing.T) {
 func TestAckerAckNowReportsAFailedWrite(t *testing.T) {
 	g := &gatedChannel{entered: make(chan struct{}, 10), release: make(chan struct{}, 10), fail: errors.New("connection reset")}
 	g.release <- struct{}{}
-	a := newAcker(g)
+	a := newAcker(g, nil)
 	defer a.close()
 	if err := a.AckNow(1); err == nil {
 		t.Fatal("AckNow succeeded on a failed write")
