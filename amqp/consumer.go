@@ -35,11 +35,10 @@ func startConsumer(ch *amqp091.Channel, tagPrefix string, queues []string, prefe
 	if err := ch.Qos(prefetch, 0, true); err != nil {
 		return nil, fmt.Errorf("amqp: qos %d: %w", prefetch, err)
 	}
-	// Every vhost has amq.direct: a passive declare of it changes nothing
-	// and is answered only after the acks before it are processed.
-	confirm := func() error {
-		return ch.ExchangeDeclarePassive("amq.direct", "direct", true, false, false, false, nil)
-	}
+	// confirm.select is the cheapest synchronous method RabbitMQ has: on a
+	// channel that never publishes it changes nothing, and its answer comes
+	// only after the acks before it are processed.
+	confirm := func() error { return ch.Confirm(false) }
 	c := &consumer{ch: ch, ack: newAcker(ch, confirm), tagPrefix: tagPrefix, out: make(chan broker.Delivery),
 		lost: make(chan struct{}), cancelled: make(chan struct{}), tags: map[string]string{}}
 	c.ack.setWindow(prefetch)

@@ -42,7 +42,7 @@ func (w *Worker) runJob(j *job) {
 			j.msg.Name(), j.msg.ID, protocol.PyRepr(map[string]any{h: v}))
 		w.revoked.Add(j.msg.ID)
 	}
-	if w.discarded(j, false) || w.alreadySucceeded(j) {
+	if w.discarded(j, false) || w.alreadySucceeded(j) || w.ranHere(j) {
 		return
 	}
 	j.log.Debug().Msg("dispatched to a runner")
@@ -94,11 +94,24 @@ func (w *Worker) run(j *job) {
 	defer w.active.Delete(j.msg.ID)
 	w.countTask(j.msg.Task)
 	w.events.task("task-started", j.msg.ID, nil)
+	var fin *runFinish
+	if acksLate {
+		fin = &runFinish{done: make(chan struct{})}
+		w.finishing.Store(j.msg.ID, fin)
+	}
 	out := w.execute(j, req)
+	// A slot in the bounded buffer of results on their way to the backend:
+	// while it is full (the backend is slow, or down and not yet known to
+	// be), the runner waits here with its outcome instead of taking more.
+	w.resultSlots <- struct{}{}
 	w.record(j, out, ignore, func(stored bool) {
+		<-w.resultSlots
 		// acks_late: only once the result is stored; a result that could
 		// not be stored sends the message back, to run again.
 		if acksLate {
+			fin.stored = stored
+			w.finishing.CompareAndDelete(j.msg.ID, fin)
+			close(fin.done)
 			if stored {
 				w.ack(j)
 			} else {
@@ -107,6 +120,41 @@ func (w *Worker) run(j *job) {
 		}
 		w.processed.Add(1)
 	})
+}
+
+// runFinish is an acks_late run whose outcome is being recorded, for a
+// redelivery of the same message that arrives meanwhile (ranHere).
+type runFinish struct {
+	done   chan struct{}
+	stored bool // set before done closes
+}
+
+// ranHere handles the redelivery of an acks_late message whose first run,
+// in this worker, is still running or storing its result (its connection
+// was lost, so its ack will fail): instead of running the task a second
+// time at once, it waits for that run, then acks the redelivery if the
+// result was stored, or lets it run if not.
+func (w *Worker) ranHere(j *job) bool {
+	if !j.info.Redelivered {
+		return false
+	}
+	f, ok := w.finishing.Load(j.msg.ID)
+	if !ok {
+		return false
+	}
+	first := f.(*runFinish)
+	j.log.Warn().Msgf("Task %s[%s] redelivered while its first run here is not finished; waiting for it instead of running it twice", j.msg.Name(), j.msg.ID)
+	select {
+	case <-first.done:
+	case <-w.baseCtx.Done():
+		return false
+	}
+	if !first.stored {
+		return false
+	}
+	j.log.Info().Msgf("Task %s[%s] already ran here and its result is stored; acking the redelivery", j.msg.Name(), j.msg.ID)
+	w.ack(j)
+	return true
 }
 
 func (w *Worker) request(j *job) *tasks.Request {
@@ -271,6 +319,7 @@ func (w *Worker) record(j *job, out outcome, ignore bool, finished func(stored b
 		// task, and the broker redelivers an acks_late one. A task that
 		// finished anyway is recorded below as usual.
 		j.log.Warn().Msgf("Task %s[%s] cut off by the worker's shutdown: %v", m.Name(), m.ID, out.err)
+		<-w.resultSlots
 		return
 	}
 	runtime := time.Since(j.start).Seconds()

@@ -182,3 +182,44 @@ func TestAcksLateAckedOnlyAfterStore(t *testing.T) {
 		})
 	}
 }
+
+// TestAcksLateRedeliveryWaitsForTheFirstRun: an acks_late task whose
+// connection is lost while it runs is redelivered to the same worker; the
+// redelivery does not start a second run beside the first: it waits, and
+// is acked once the first run's result is stored.
+func TestAcksLateRedeliveryWaitsForTheFirstRun(t *testing.T) {
+	t.Parallel()
+	g := newGate()
+	reg := tasks.NewRegistry()
+	reg.MustRegister("t.block.late", g.handler, tasks.AcksLate())
+	f := startWorker(t, reg, worker.Config{Concurrency: 2})
+	f.publish("A", "t.block.late")
+	g.waitRunning(t, "A")
+	f.b.Drop(nil) // A goes back to the queue and comes back, redelivered
+	brokertest.WaitFor(t, patience, func() bool { return f.b.Dials() >= 2 && f.b.Unacked() == 1 }, "A to be redelivered")
+	holdsFor(t, 200*time.Millisecond, func() bool { return g.Started("A") == 1 }, "A started twice in one worker")
+	g.Release()
+	f.result("A", backends.StatusSuccess)
+	f.waitAcked("A")
+	if n := g.Started("A"); n != 1 {
+		t.Fatalf("A ran %d times", n)
+	}
+}
+
+// TestResultBufferIsBounded: results on their way to a backend that does
+// not answer fill a bounded buffer; then the runners stop taking tasks.
+func TestResultBufferIsBounded(t *testing.T) {
+	t.Parallel()
+	runs := newRunLog()
+	reg := tasks.NewRegistry()
+	reg.MustRegister("t.count", func(ctx context.Context) (string, error) { runs.add(ctx); return "counted", nil })
+	f := startWorker(t, reg, worker.Config{Concurrency: 1, PrefetchMultiplier: -1})
+	f.be.SetDelay(time.Hour) // every write hangs
+	const n, bound = 300, 256
+	for i := range n {
+		f.publish(fmt.Sprint("t", i), "t.count")
+	}
+	brokertest.WaitFor(t, patience, func() bool { return f.w.Snapshot().ResultsPending == bound }, "the buffer to fill")
+	// One more outcome waits in the runner for a slot; nothing else runs.
+	holdsFor(t, 200*time.Millisecond, func() bool { return runs.total() <= bound+1 }, "tasks run beyond the buffer")
+}

@@ -126,8 +126,6 @@ func (w *Worker) store(log *zerolog.Logger, r *backends.Result) bool {
 	if w.be.store == nil || r.TaskID == "" {
 		return true
 	}
-	w.holding.Add(1)
-	defer w.holding.Add(-1)
 	delay := 50 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		ctx, cancel := context.WithTimeout(w.baseCtx, storeTimeout)

@@ -116,6 +116,9 @@ type Worker struct {
 	// succeeded holds ids of SkipSucceeded tasks whose SUCCESS is being
 	// written, for alreadySucceeded.
 	succeeded sync.Map
+	// finishing holds, per task id, the acks_late run whose outcome is not
+	// recorded yet (*runFinish), for ranHere.
+	finishing sync.Map
 	started   time.Time
 	clock     atomic.Int64
 
@@ -151,7 +154,9 @@ type Worker struct {
 	backendDown atomic.Bool   // the last result write failed
 	beMu        sync.Mutex    // orders backend down/up changes
 	beUp        chan struct{} // while down: closed when it is back
-	holding     atomic.Int64  // results being written or held for retry
+	// resultSlots bounds the task results on their way to the backend
+	// (one slot from a task's end until its result is stored or given up).
+	resultSlots chan struct{}
 
 	held      atomic.Int64 // ETA messages held in memory
 	running   atomic.Int64
@@ -223,6 +228,7 @@ func New(cfg Config) (*Worker, error) {
 		queued = 4096
 	}
 	w.jobs = make(chan *job, queued)
+	w.resultSlots = make(chan struct{}, max(256, 4*cfg.Concurrency))
 	if cfg.Logger != nil {
 		w.log = *cfg.Logger
 	} else {
