@@ -9,28 +9,60 @@ import (
 	amqp091 "github.com/rabbitmq/amqp091-go"
 )
 
-// acker batches acknowledgements on one consuming channel. RabbitMQ pays
-// per ack frame, so acks of consecutive delivery tags go out as one
-// basic.ack with multiple=true, sent when enough have gathered or shortly
-// after the first one. A multiple ack must never cover a message the
-// worker still holds (an ETA task), so only the unbroken run of acked tags
-// from the lowest unsettled one is batched; acks stuck behind a held
-// message go out one by one after a short wait. Rejects go out at once.
+// acker settles deliveries on one consuming channel. RabbitMQ pays per ack
+// frame, so acks of consecutive delivery tags go out as one basic.ack with
+// multiple=true. A multiple ack must never cover a message the worker still
+// holds (an ETA task), so only the unbroken run of acked tags from the
+// lowest unsettled one is batched; acks stuck behind a held message go out
+// one by one.
+//
+// Two kinds of ack: Ack (acks_late, after the result is stored) is batched
+// lazily, sent when enough have gathered or shortly after the first one;
+// AckNow (an early-ack task, before it starts) returns only once its frame
+// is written to the connection, so a task is never started while its
+// message could still be redelivered. AckNow calls that arrive while a
+// frame is being written wait for the next write and share it (group
+// commit), which keeps one frame per burst rather than one per task.
+// Rejects go out at once.
 type acker struct {
 	ch ackChannel
+	// confirm, when set, is a synchronous call on the same channel: its
+	// answer proves the broker has processed every frame before it. AckNow
+	// waits for it, so an ack written just as the broker drops the
+	// connection (which it then never reads) is reported failed and the
+	// task is not started; without it such a task ran twice.
+	confirm func() error
 
-	mu        sync.Mutex
-	next      uint64           // every tag below next is settled on the wire
-	acked     map[uint64]int64 // acked by the worker, not yet sent: tag -> unix nanos
-	settled   map[uint64]bool  // sent individually (ack or reject) while above next
-	pending   int              // len(acked) in the contiguous run, roughly
-	batch     atomic.Int64     // flush at once when this many are waiting
+	// wmu orders the writers: whoever holds it takes what is due from the
+	// state below and writes it, so frames leave in the order the state
+	// was settled (a single ack after a multiple one covering it would
+	// close the channel).
+	wmu sync.Mutex
+
+	mu      sync.Mutex
+	next    uint64           // every tag below next is settled on the wire
+	acked   map[uint64]int64 // acked by the worker, not yet sent: tag -> unix nanos
+	settled map[uint64]bool  // sent individually (ack or reject) while above next
+	pending int              // len(acked) in the contiguous run, roughly
+	cur     *ackWrite        // the write the next AckNow callers wait for
+	batch   atomic.Int64     // flush at once when this many are waiting
+	err     error            // the first write error: the channel is dead
+
 	kick      chan struct{}
 	closeOnce sync.Once
 	done      chan struct{}
 	stopped   chan struct{}
-	err       error
 }
+
+// ackWrite is one write of pending acks; AckNow callers whose tag it
+// carries wait for done and read err.
+type ackWrite struct {
+	waiters int // AckNow callers waiting (under acker.mu)
+	done    chan struct{}
+	err     error
+}
+
+func newAckWrite() *ackWrite { return &ackWrite{done: make(chan struct{})} }
 
 const (
 	ackBatch    = 64                      // the most acks one flush waits for
@@ -47,8 +79,8 @@ type ackChannel interface {
 
 var _ ackChannel = (*amqp091.Channel)(nil)
 
-func newAcker(ch ackChannel) *acker {
-	a := &acker{ch: ch, next: 1, acked: map[uint64]int64{}, settled: map[uint64]bool{},
+func newAcker(ch ackChannel, confirm func() error) *acker {
+	a := &acker{ch: ch, confirm: confirm, next: 1, acked: map[uint64]int64{}, settled: map[uint64]bool{}, cur: newAckWrite(),
 		kick: make(chan struct{}, 1), done: make(chan struct{}), stopped: make(chan struct{})}
 	a.batch.Store(ackBatch)
 	go a.loop()
@@ -67,16 +99,17 @@ func (a *acker) setWindow(prefetch int) {
 	a.batch.Store(n)
 }
 
-// Ack records an acknowledgement; multiple acks from the worker are sent
-// as they are.
+// Ack records an acknowledgement, sent with the next batch; multiple acks
+// from the worker are sent at once.
 func (a *acker) Ack(tag uint64, multiple bool) error {
 	if multiple {
-		a.mu.Lock()
-		defer a.mu.Unlock()
-		a.flushLocked(time.Now().UnixNano(), true)
-		err := a.ch.Ack(tag, true)
-		a.settleBelowLocked(tag + 1)
-		return err
+		return a.write(true, func() error {
+			err := a.ch.Ack(tag, true)
+			a.mu.Lock()
+			a.settleBelowLocked(tag + 1)
+			a.mu.Unlock()
+			return err
+		})
 	}
 	a.mu.Lock()
 	if err := a.err; err != nil {
@@ -93,27 +126,55 @@ func (a *acker) Ack(tag uint64, multiple bool) error {
 	return nil
 }
 
+// AckNow acknowledges tag and returns once the frame carrying it is written
+// to the connection and, with confirm, processed by the broker (nil); an
+// error means it could not be (the channel is dead and the broker will
+// redeliver the message).
+func (a *acker) AckNow(tag uint64) error {
+	a.mu.Lock()
+	if err := a.err; err != nil {
+		a.mu.Unlock()
+		return err
+	}
+	a.acked[tag] = time.Now().UnixNano()
+	a.pending++
+	w := a.cur
+	w.waiters++
+	a.mu.Unlock()
+	a.wmu.Lock()
+	select {
+	case <-w.done:
+		// Written by the writer before us.
+		a.wmu.Unlock()
+		return w.err
+	default:
+	}
+	a.writeLocked(true, nil)
+	a.wmu.Unlock()
+	return w.err
+}
+
 // Nack and Reject flush what can be batched, then go out at once.
 func (a *acker) Nack(tag uint64, multiple, requeue bool) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.flushLocked(time.Now().UnixNano(), true)
-	err := a.ch.Nack(tag, multiple, requeue)
-	if multiple {
-		a.settleBelowLocked(tag + 1)
-	} else {
-		a.settleLocked(tag)
-	}
-	return err
+	return a.write(true, func() error {
+		a.mu.Lock()
+		if multiple {
+			a.settleBelowLocked(tag + 1)
+		} else {
+			a.settleLocked(tag)
+		}
+		a.mu.Unlock()
+		return a.ch.Nack(tag, multiple, requeue)
+	})
 }
 
 func (a *acker) Reject(tag uint64, requeue bool) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.flushLocked(time.Now().UnixNano(), true)
-	err := a.ch.Reject(tag, requeue)
-	a.settleLocked(tag)
-	return err
+	return a.write(true, func() error {
+		a.mu.Lock()
+		a.settleLocked(tag)
+		a.mu.Unlock()
+		return a.ch.Reject(tag, requeue)
+	})
 }
 
 func (a *acker) signal() {
@@ -130,41 +191,89 @@ func (a *acker) loop() {
 	for {
 		select {
 		case <-a.done:
-			a.mu.Lock()
-			a.flushLocked(time.Now().UnixNano(), true)
-			a.mu.Unlock()
+			_ = a.write(true, nil)
 			return
 		case <-a.kick:
 			a.mu.Lock()
 			full := a.pending >= int(a.batch.Load())
 			a.mu.Unlock()
 			if full {
-				a.flush(false)
+				_ = a.write(false, nil)
 			}
 			timer.Reset(ackDelay)
 		case <-timer.C:
-			if more := a.flush(false); more {
+			_ = a.write(false, nil)
+			a.mu.Lock()
+			more := len(a.acked) > 0
+			a.mu.Unlock()
+			if more {
 				timer.Reset(ackStragler / 4)
 			}
 		}
 	}
 }
 
-// flush sends what is due and reports whether acks are still waiting.
-func (a *acker) flush(all bool) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.flushLocked(time.Now().UnixNano(), all)
-	return len(a.acked) > 0
+// write sends what is due (everything with all), then runs then (a frame
+// of its own, may be nil) in the same turn.
+func (a *acker) write(all bool, then func() error) error {
+	a.wmu.Lock()
+	defer a.wmu.Unlock()
+	return a.writeLocked(all, then)
 }
 
-// flushLocked sends one multiple ack for the contiguous run of acked tags
-// from next, then single acks for those that waited past ackStragler (all
-// of them when all is set).
-func (a *acker) flushLocked(now int64, all bool) {
+// writeLocked is write under wmu. The acks it takes are those AckNow
+// callers wait for, so it sends all of them when anyone waits.
+func (a *acker) writeLocked(all bool, then func() error) error {
+	a.mu.Lock()
+	w := a.cur
+	a.cur = newAckWrite()
 	if a.err != nil {
-		return
+		// A dead channel: whoever waits learns it now.
+		w.err = a.err
+		a.mu.Unlock()
+		close(w.done)
+		return w.err
 	}
+	if w.waiters > 0 {
+		all = true
+	}
+	frames := a.takeLocked(time.Now().UnixNano(), all)
+	a.mu.Unlock()
+
+	var err error
+	for _, f := range frames {
+		if err = a.ch.Ack(f.tag, f.multiple); err != nil {
+			break
+		}
+	}
+	if err == nil && then != nil {
+		err = then()
+	}
+	if err == nil && w.waiters > 0 && a.confirm != nil {
+		err = a.confirm()
+	}
+	if err != nil {
+		a.mu.Lock()
+		if a.err == nil {
+			a.err = err
+		}
+		a.mu.Unlock()
+	}
+	w.err = err
+	close(w.done)
+	return err
+}
+
+type ackFrame struct {
+	tag      uint64
+	multiple bool
+}
+
+// takeLocked settles and returns the frames to send now: one multiple ack
+// for the contiguous run of acked tags from next, then single acks for
+// those that waited past ackStragler (all of them when all is set).
+func (a *acker) takeLocked(now int64, all bool) []ackFrame {
+	var frames []ackFrame
 	var top uint64
 	t := a.next
 	for {
@@ -176,10 +285,7 @@ func (a *acker) flushLocked(now int64, all bool) {
 		t++
 	}
 	if top != 0 {
-		if err := a.ch.Ack(top, true); err != nil {
-			a.err = err
-			return
-		}
+		frames = append(frames, ackFrame{tag: top, multiple: true})
 	}
 	for u := a.next; u < t; u++ {
 		delete(a.acked, u)
@@ -194,14 +300,12 @@ func (a *acker) flushLocked(now int64, all bool) {
 	}
 	slices.Sort(due) // in delivery order, as a reader of the frames expects
 	for _, tag := range due {
-		if err := a.ch.Ack(tag, false); err != nil {
-			a.err = err
-			return
-		}
+		frames = append(frames, ackFrame{tag: tag})
 		delete(a.acked, tag)
 		a.settled[tag] = true
 	}
 	a.pending = 0
+	return frames
 }
 
 func (a *acker) settleLocked(tag uint64) {

@@ -1,6 +1,7 @@
 package amqp
 
 import (
+	"errors"
 	"fmt"
 	"reflect"
 	"sync"
@@ -48,7 +49,7 @@ func waitFrames(t *testing.T, f *fakeChannel, want []string) {
 
 func TestAckerBatchesContiguousAcks(t *testing.T) {
 	f := &fakeChannel{}
-	a := newAcker(f)
+	a := newAcker(f, nil)
 	defer a.close()
 	for _, tag := range []uint64{3, 1, 2, 5, 4} {
 		a.Ack(tag, false)
@@ -58,7 +59,7 @@ func TestAckerBatchesContiguousAcks(t *testing.T) {
 
 func TestAckerNeverCoversAHeldMessage(t *testing.T) {
 	f := &fakeChannel{}
-	a := newAcker(f)
+	a := newAcker(f, nil)
 	defer a.close()
 	// Tag 2 is held (an ETA task): 1 can go as a multiple ack, 3 and 4
 	// must go one by one, and never as a multiple ack covering 2.
@@ -80,7 +81,7 @@ func TestAckerNeverCoversAHeldMessage(t *testing.T) {
 
 func TestAckerRejectFlushesFirst(t *testing.T) {
 	f := &fakeChannel{}
-	a := newAcker(f)
+	a := newAcker(f, nil)
 	defer a.close()
 	a.Ack(1, false)
 	a.Ack(2, false)
@@ -91,7 +92,7 @@ func TestAckerRejectFlushesFirst(t *testing.T) {
 
 func TestAckerCloseSendsWaitingAcks(t *testing.T) {
 	f := &fakeChannel{}
-	a := newAcker(f)
+	a := newAcker(f, nil)
 	a.Ack(2, false) // 1 is still held
 	a.close()
 	if got := f.got(); !reflect.DeepEqual(got, []string{"ack 2 multiple=false"}) {
@@ -102,7 +103,7 @@ func TestAckerCloseSendsWaitingAcks(t *testing.T) {
 // The batch is a quarter of the prefetch window, at most ackBatch: a small
 // window must not wait for ackDelay before the broker may refill it.
 func TestAckerBatchScalesWithWindow(t *testing.T) {
-	a := newAcker(&fakeChannel{})
+	a := newAcker(&fakeChannel{}, nil)
 	defer a.close()
 	for _, tc := range []struct{ window, want int }{
 		{0, ackBatch}, {1, 1}, {3, 1}, {8, 2}, {64, 16}, {256, 64}, {1024, ackBatch},
@@ -111,5 +112,92 @@ func TestAckerBatchScalesWithWindow(t *testing.T) {
 		if got := int(a.batch.Load()); got != tc.want {
 			t.Errorf("window %d: batch %d, want %d", tc.window, got, tc.want)
 		}
+	}
+}
+
+// gatedChannel blocks each Ack until released, so writes can pile up, and
+// can fail them.
+type gatedChannel struct {
+	fakeChannel
+	entered chan struct{}
+	release chan struct{}
+	fail    error
+}
+
+func (g *gatedChannel) Ack(tag uint64, multiple bool) error {
+	g.entered <- struct{}{}
+	<-g.release
+	if g.fail != nil {
+		return g.fail
+	}
+	return g.fakeChannel.Ack(tag, multiple)
+}
+
+func TestAckerAckNowIsWrittenBeforeItReturns(t *testing.T) {
+	f := &fakeChannel{}
+	a := newAcker(f, nil)
+	defer a.close()
+	a.Ack(1, false) // lazy, acks_late
+	if err := a.AckNow(2); err != nil {
+		t.Fatal(err)
+	}
+	// No waiting: the frame is already out, and it carries the lazy ack too.
+	if got, want := f.got(), []string{"ack 2 multiple=true"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("frames = %q, want %q", got, want)
+	}
+}
+
+func TestAckerAckNowCoalescesConcurrentAcks(t *testing.T) {
+	g := &gatedChannel{entered: make(chan struct{}), release: make(chan struct{})}
+	a := newAcker(g, nil)
+	defer a.close()
+	errs := make(chan error, 4)
+	go func() { errs <- a.AckNow(1) }()
+	<-g.entered // the first write is on the wire, blocked
+	for tag := uint64(2); tag <= 4; tag++ {
+		go func() { errs <- a.AckNow(tag) }()
+	}
+	// All three wait for the next write.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		a.mu.Lock()
+		n := a.cur.waiters
+		a.mu.Unlock()
+		if n == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waiters = %d, want 3", n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	go func() {
+		for range g.entered {
+			g.release <- struct{}{}
+		}
+	}()
+	g.release <- struct{}{}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []string{"ack 1 multiple=true", "ack 4 multiple=true"}
+	if got := g.got(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("frames = %q, want %q", got, want)
+	}
+}
+
+func TestAckerAckNowReportsAFailedWrite(t *testing.T) {
+	g := &gatedChannel{entered: make(chan struct{}, 10), release: make(chan struct{}, 10), fail: errors.New("connection reset")}
+	g.release <- struct{}{}
+	a := newAcker(g, nil)
+	defer a.close()
+	if err := a.AckNow(1); err == nil {
+		t.Fatal("AckNow succeeded on a failed write")
+	}
+	// Every later ack fails at once: the channel is dead.
+	if err := a.AckNow(2); err == nil {
+		t.Fatal("AckNow succeeded after the channel died")
 	}
 }

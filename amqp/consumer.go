@@ -40,7 +40,11 @@ func startConsumer(ch *amqp091.Channel, tagPrefix string, queues []string, prefe
 	if !global {
 		window *= len(queues) // each consumer has its own window
 	}
-	c := &consumer{ch: ch, global: global, ack: newAcker(ch), tagPrefix: tagPrefix, out: make(chan broker.Delivery),
+	// confirm.select is the cheapest synchronous method RabbitMQ has: on a
+	// channel that never publishes it changes nothing, and its answer comes
+	// only after the acks before it are processed.
+	confirm := func() error { return ch.Confirm(false) }
+	c := &consumer{ch: ch, global: global, ack: newAcker(ch, confirm), tagPrefix: tagPrefix, out: make(chan broker.Delivery),
 		lost: make(chan struct{}), cancelled: make(chan struct{}), tags: map[string]string{}}
 	c.ack.setWindow(window)
 	chClosed := ch.NotifyClose(make(chan *amqp091.Error, 1))
@@ -194,4 +198,13 @@ func (d *delivery) isLost() error {
 	default:
 		return nil
 	}
+}
+
+// AckNow acknowledges and returns once the ack is written to the connection
+// (broker.NowAcker): an early-ack task starts only after it.
+func (d *delivery) AckNow() error {
+	if err := d.isLost(); err != nil {
+		return err
+	}
+	return d.c.ack.AckNow(d.tag)
 }

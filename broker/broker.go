@@ -159,6 +159,25 @@ type Delivery interface {
 	Lost() <-chan struct{}
 }
 
+// NowAcker is implemented by deliveries whose Ack may return before the
+// acknowledgement has left the process (batched, as the AMQP transport
+// does). AckNow returns only once it is written to the connection; an
+// error means it was not, and the broker will redeliver the message. The
+// worker acks an early-ack task with it before starting the task, so a lost
+// connection never runs an acknowledged task twice. A transport whose Ack
+// already writes before returning need not implement it.
+type NowAcker interface {
+	AckNow() error
+}
+
+// AckNow acknowledges d with its AckNow when it has one, else with Ack.
+func AckNow(d Delivery) error {
+	if n, ok := d.(NowAcker); ok {
+		return n.AckNow()
+	}
+	return d.Ack()
+}
+
 // Misconfigured marks err as a fault no retry can heal: the result wraps
 // ErrMisconfigured for errors.Is and keeps err's text and chain.
 func Misconfigured(err error) error {

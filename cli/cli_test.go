@@ -503,3 +503,34 @@ func TestFailLineIgnoresLevel(t *testing.T) {
 		t.Errorf("fail line = %q", buf)
 	}
 }
+
+// task_acks_late and task_reject_on_worker_lost: flags, or the
+// environment as Celery's settings.
+func TestAcksLateFlags(t *testing.T) {
+	for _, tc := range []struct {
+		name             string
+		env              map[string]string
+		args             []string
+		late, rejectLost bool
+	}{
+		{"defaults", nil, nil, false, false},
+		{"flags", nil, []string{"--task-acks-late", "--task-reject-on-worker-lost"}, true, true},
+		{"env", map[string]string{"CELERY_TASK_ACKS_LATE": "true", "CELERY_TASK_REJECT_ON_WORKER_LOST": "1"}, nil, true, true},
+		{"flag over env", map[string]string{"CELERY_TASK_ACKS_LATE": "true"}, []string{"--task-acks-late=false"}, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("CELERY_TASK_ACKS_LATE", "")
+			t.Setenv("CELERY_TASK_REJECT_ON_WORKER_LOST", "")
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			f, err := parseWorkerFlags("w", nil, tc.args)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f.acksLate != tc.late || f.rejectOnWorkerLost != tc.rejectLost {
+				t.Fatalf("acks late %v, reject on worker lost %v; want %v, %v", f.acksLate, f.rejectOnWorkerLost, tc.late, tc.rejectLost)
+			}
+		})
+	}
+}

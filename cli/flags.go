@@ -37,6 +37,7 @@ type workerFlags struct {
 	autoscale                         string
 	autoscaleMax, autoscaleMin        int // set when --autoscale is given
 	events, trackStarted              bool
+	acksLate, rejectOnWorkerLost      bool
 	resultExtended                    bool
 	withoutGossip, withoutMingle      bool
 	withoutHeartbeat                  bool
@@ -106,6 +107,14 @@ func workerFlagSet(name string, f *workerFlags) *pflag.FlagSet {
 	fs.BoolVar(&f.withoutHeartbeat, "without-heartbeat", false, "send no worker-heartbeat events")
 	fs.Var(&secondsValue{&f.heartbeat, true}, "heartbeat-interval", "AMQP connection heartbeat in seconds (0 = off; default 60)")
 	fs.BoolVar(&f.trackStarted, "track-started", false, "store STARTED before running each task")
+	// Celery reads these settings from its config; here from the
+	// environment, a task's own option winning over both.
+	envBool := func(key string) bool {
+		v, err := strconv.ParseBool(os.Getenv(key))
+		return err == nil && v
+	}
+	fs.BoolVar(&f.acksLate, "task-acks-late", envBool("CELERY_TASK_ACKS_LATE"), "acknowledge tasks after their result is stored, not before they run, unless the task says otherwise (env CELERY_TASK_ACKS_LATE)")
+	fs.BoolVar(&f.rejectOnWorkerLost, "task-reject-on-worker-lost", envBool("CELERY_TASK_REJECT_ON_WORKER_LOST"), "requeue an acks_late task cut off by --shutdown-timeout instead of failing it with WorkerLostError (env CELERY_TASK_REJECT_ON_WORKER_LOST)")
 	fs.BoolVar(&f.resultExtended, "result-extended", false, "store name, args, kwargs, worker, retries and queue with results")
 	fs.Var(&secondsValue{&f.timeLimit, false}, "time-limit", "hard time limit in seconds for tasks that set none")
 	fs.Var(&secondsValue{&f.softTimeLimit, false}, "soft-time-limit", "soft time limit in seconds for tasks that set none")

@@ -172,6 +172,8 @@ func (p Program) runWorker(ctx context.Context, g *globals, args []string, stdou
 		TimeLimit:                f.timeLimit,
 		SoftTimeLimit:            f.softTimeLimit,
 		TrackStarted:             f.trackStarted,
+		TaskAcksLate:             f.acksLate,
+		TaskRejectOnWorkerLost:   f.rejectOnWorkerLost,
 		ResultExtended:           f.resultExtended,
 		TaskEvents:               f.events,
 		WithoutHeartbeat:         f.withoutHeartbeat,

@@ -22,8 +22,11 @@ go test -run '^$' -fuzz '^FuzzDecode$' -fuzztime "${FUZZTIME:-20s}" ./protocol
 go test -run '^$' -fuzz '^FuzzDecodeJSON$' -fuzztime "${FUZZTIME:-10s}" ./protocol
 go test -run '^$' -fuzz '^FuzzDecodeMsgpack$' -fuzztime "${FUZZTIME:-10s}" ./protocol
 go test -run '^$' -fuzz '^FuzzDecodeJSONWTF8$' -fuzztime "${FUZZTIME:-10s}" ./protocol
-echo "== interop (Python Celery against gocelery and the Python worker)"
 mkdir -p .build
 go build -o .build/gocelery ./cmd/gocelery
 go build -o .build/orders ./examples/orders
+go build -o .build/faultworker ./internal/faultworker
+echo "== faults (own RabbitMQ node and Redis servers; about two minutes)"
+timeout 600 .venv/bin/python interop/faults/run.py --worker go --check
+echo "== interop (Python Celery against gocelery and the Python worker)"
 GOCELERY_BIN="$PWD/.build/gocelery" GOCELERY_EXAMPLE_BIN="$PWD/.build/orders" .venv/bin/python -m pytest interop -p no:cacheprovider "$@"

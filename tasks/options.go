@@ -24,6 +24,12 @@ type Options struct {
 	// AcksLate acknowledges after the result is stored instead of before
 	// the task runs.
 	AcksLate bool
+	// AcksEarly acknowledges before the task runs even when the worker acks
+	// late by default (acks_late=False on a task under task_acks_late).
+	AcksEarly bool
+	// RejectOnWorkerLost, when set, overrides the worker's
+	// task_reject_on_worker_lost for this acks_late task.
+	RejectOnWorkerLost *bool
 	// IgnoreResult stores no result on success.
 	IgnoreResult bool
 	// TrackStarted stores STARTED before the task runs.
@@ -73,7 +79,14 @@ func SoftTimeLimit(d time.Duration) Option { return func(o *Options) { o.SoftTim
 func RateLimit(s string) Option { return func(o *Options) { o.RateLimit = s } }
 
 // AcksLate acknowledges after the task has finished.
-func AcksLate() Option { return func(o *Options) { o.AcksLate = true } }
+func AcksLate() Option { return func(o *Options) { o.AcksLate, o.AcksEarly = true, false } }
+
+// AcksEarly acknowledges before the task runs, whatever the worker's
+// default.
+func AcksEarly() Option { return func(o *Options) { o.AcksEarly, o.AcksLate = true, false } }
+
+// RejectOnWorkerLost sets reject_on_worker_lost for this task.
+func RejectOnWorkerLost(v bool) Option { return func(o *Options) { o.RejectOnWorkerLost = &v } }
 
 // IgnoreResult stores no result on success.
 func IgnoreResult() Option { return func(o *Options) { o.IgnoreResult = true } }

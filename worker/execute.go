@@ -42,7 +42,7 @@ func (w *Worker) runJob(j *job) {
 			j.msg.Name(), j.msg.ID, protocol.PyRepr(map[string]any{h: v}))
 		w.revoked.Add(j.msg.ID)
 	}
-	if w.discarded(j, false) || w.alreadySucceeded(j) {
+	if w.discarded(j, false) || w.alreadySucceeded(j) || w.ranHere(j) {
 		return
 	}
 	j.log.Debug().Msg("dispatched to a runner")
@@ -64,9 +64,16 @@ type outcome struct {
 func (w *Worker) run(j *job) {
 	w.running.Add(1)
 	defer w.running.Add(-1)
-	acksLate := j.task.Options.AcksLate
+	acksLate := w.acksLate(j.task)
 	if !acksLate {
-		w.ack(j)
+		// Acknowledged before it starts, as Celery does, and only started
+		// once the ack is on the wire: an ack still in a buffer when the
+		// connection drops would let the broker hand the task out again.
+		if err := broker.AckNow(j.d); err != nil {
+			j.log.Warn().Err(err).Msgf("Task %s[%s] not started: its ack could not be sent (the broker will redeliver the message)", j.msg.Name(), j.msg.ID)
+			return
+		}
+		j.log.Debug().Msg("acked")
 	}
 	req := w.request(j)
 	j.req = req
@@ -87,14 +94,67 @@ func (w *Worker) run(j *job) {
 	defer w.active.Delete(j.msg.ID)
 	w.countTask(j.msg.Task)
 	w.events.task("task-started", j.msg.ID, nil)
+	var fin *runFinish
+	if acksLate {
+		fin = &runFinish{done: make(chan struct{})}
+		w.finishing.Store(j.msg.ID, fin)
+	}
 	out := w.execute(j, req)
-	w.record(j, out, ignore, func() {
-		// acks_late: only once the result is stored.
+	// A slot in the bounded buffer of results on their way to the backend:
+	// while it is full (the backend is slow, or down and not yet known to
+	// be), the runner waits here with its outcome instead of taking more.
+	w.resultSlots <- struct{}{}
+	w.record(j, out, ignore, func(stored bool) {
+		<-w.resultSlots
+		// acks_late: only once the result is stored; a result that could
+		// not be stored sends the message back, to run again.
 		if acksLate {
-			w.ack(j)
+			fin.stored = stored
+			w.finishing.CompareAndDelete(j.msg.ID, fin)
+			close(fin.done)
+			if stored {
+				w.ack(j)
+			} else {
+				w.reject(j, true, "result not stored")
+			}
 		}
 		w.processed.Add(1)
 	})
+}
+
+// runFinish is an acks_late run whose outcome is being recorded, for a
+// redelivery of the same message that arrives meanwhile (ranHere).
+type runFinish struct {
+	done   chan struct{}
+	stored bool // set before done closes
+}
+
+// ranHere handles the redelivery of an acks_late message whose first run,
+// in this worker, is still running or storing its result (its connection
+// was lost, so its ack will fail): instead of running the task a second
+// time at once, it waits for that run, then acks the redelivery if the
+// result was stored, or lets it run if not.
+func (w *Worker) ranHere(j *job) bool {
+	if !j.info.Redelivered {
+		return false
+	}
+	f, ok := w.finishing.Load(j.msg.ID)
+	if !ok {
+		return false
+	}
+	first := f.(*runFinish)
+	j.log.Warn().Msgf("Task %s[%s] redelivered while its first run here is not finished; waiting for it instead of running it twice", j.msg.Name(), j.msg.ID)
+	select {
+	case <-first.done:
+	case <-w.baseCtx.Done():
+		return false
+	}
+	if !first.stored {
+		return false
+	}
+	j.log.Info().Msgf("Task %s[%s] already ran here and its result is stored; acking the redelivery", j.msg.Name(), j.msg.ID)
+	w.ack(j)
+	return true
 }
 
 func (w *Worker) request(j *job) *tasks.Request {
@@ -165,6 +225,8 @@ type activeTask struct {
 	msg        *protocol.Message
 	start      time.Time
 	acksLate   bool
+	rejectLost bool // acks_late, cut off by the shutdown timeout: requeue
+	d          broker.Delivery
 	info       broker.DeliveryInfo
 	cancel     context.CancelCauseFunc
 	terminated chan struct{}
@@ -194,7 +256,8 @@ func (w *Worker) execute(j *job, req *tasks.Request) outcome {
 	ctx, cancel := context.WithCancelCause(tasks.WithRequest(w.baseCtx, req))
 	defer cancel(context.Canceled)
 	hard, soft := w.limits(j)
-	a := &activeTask{msg: j.msg, start: time.Now(), acksLate: j.task.Options.AcksLate,
+	a := &activeTask{msg: j.msg, start: time.Now(), acksLate: w.acksLate(j.task),
+		rejectLost: w.rejectOnWorkerLost(j.task), d: j.d,
 		info: j.info, cancel: cancel, terminated: make(chan struct{})}
 	w.active.Store(j.msg.ID, a) // deleted by run once the outcome is recorded
 	if soft > 0 {
@@ -248,7 +311,7 @@ func (w *Worker) abandon(done <-chan outcome) {
 }
 
 // record stores the outcome and logs it as Celery does.
-func (w *Worker) record(j *job, out outcome, ignore bool, finished func()) {
+func (w *Worker) record(j *job, out outcome, ignore bool, finished func(stored bool)) {
 	m := j.msg
 	if out.err != nil && w.baseCtx.Err() != nil {
 		// Cut off by a cold shutdown (its context was cancelled):
@@ -256,20 +319,21 @@ func (w *Worker) record(j *job, out outcome, ignore bool, finished func()) {
 		// task, and the broker redelivers an acks_late one. A task that
 		// finished anyway is recorded below as usual.
 		j.log.Warn().Msgf("Task %s[%s] cut off by the worker's shutdown: %v", m.Name(), m.ID, out.err)
+		<-w.resultSlots
 		return
 	}
 	runtime := time.Since(j.start).Seconds()
-	async := false
+	async, stored := false, true
 	defer func() {
 		if !async {
-			finished()
+			finished(stored)
 		}
 	}()
 	switch {
 	case out.hardLimit > 0:
 		j.log.Error().Int64("abandoned_goroutines", w.abandoned.Load()).
 			Msgf("Task %s[%s] Hard time limit (%gs) exceeded; its goroutine is abandoned", m.Name(), m.ID, out.hardLimit.Seconds())
-		w.fail(j, backends.TimeLimitExceeded(out.hardLimit.Seconds()), nil)
+		stored = w.fail(j, backends.TimeLimitExceeded(out.hardLimit.Seconds()), nil)
 		return
 	case out.err == nil:
 		// Tasks it sent itself (client.SendTask from its context) first,
@@ -287,7 +351,7 @@ func (w *Worker) record(j *job, out outcome, ignore bool, finished func()) {
 				// must see the success too.
 				w.succeeded.Store(m.ID, struct{}{})
 				then := finished
-				finished = func() { w.succeeded.Delete(m.ID); then() }
+				finished = func(stored bool) { w.succeeded.Delete(m.ID); then(stored) }
 			}
 			w.storeThen(&j.log, r, finished)
 		}
@@ -315,7 +379,7 @@ func (w *Worker) record(j *job, out outcome, ignore bool, finished func()) {
 		j.log.Warn().Msgf("Task %s[%s] terminated", m.Name(), m.ID)
 		r := w.newResult(m, j.info.RoutingKey, backends.StatusRevoked)
 		r.Result = backends.TaskRevoked("terminated").Value()
-		w.store(&j.log, r)
+		stored = w.store(&j.log, r)
 		w.onChordPart(j, backends.StatusRevoked, r.Result)
 		w.events.task("task-revoked", m.ID, map[string]any{"terminated": true, "signum": "SIGTERM", "expired": false})
 		w.obs.TaskDone(m.Task, j.info.RoutingKey, backends.StatusRevoked, "", time.Since(j.start))
@@ -324,12 +388,13 @@ func (w *Worker) record(j *job, out outcome, ignore bool, finished func()) {
 	exc, tb := w.exceptionOf(out)
 	j.log.Error().Float64("runtime", runtime).Str("exc_type", exc.Type).
 		Msgf("Task %s[%s] raised unexpected: %s", m.Name(), m.ID, excRepr(exc))
-	w.fail(j, exc, &tb)
+	stored = w.fail(j, exc, &tb)
 }
 
 // fail stores FAILURE for the task (even with ignore_result, as Celery
-// does) and runs the failure side of the canvas.
-func (w *Worker) fail(j *job, exc backends.ExceptionInfo, tb *string) {
+// does) and runs the failure side of the canvas; it reports whether the
+// result was stored.
+func (w *Worker) fail(j *job, exc backends.ExceptionInfo, tb *string) bool {
 	w.obs.TaskDone(j.msg.Task, j.info.RoutingKey, backends.StatusFailure, exc.Type, time.Since(j.start))
 	r := w.failureResult(j.msg, j.info.RoutingKey, exc, tb)
 	if j.req != nil {
@@ -337,7 +402,7 @@ func (w *Worker) fail(j *job, exc backends.ExceptionInfo, tb *string) {
 			r.Children = c
 		}
 	}
-	w.store(&j.log, r)
+	stored := w.store(&j.log, r)
 	var tbText any
 	if tb != nil {
 		tbText = *tb
@@ -345,6 +410,7 @@ func (w *Worker) fail(j *job, exc backends.ExceptionInfo, tb *string) {
 	w.events.task("task-failed", j.msg.ID, map[string]any{"exception": excRepr(exc), "traceback": tbText})
 	w.onChordPart(j, backends.StatusFailure, r.Result)
 	w.onFailureCanvas(j, r)
+	return stored
 }
 
 // exceptionOf maps a task's error to the Python exception Celery stores:

@@ -625,9 +625,12 @@ type gate struct {
 	running  []string
 	peak     int
 	ctxErr   map[string]error // cause seen when the context ended
+	starts   map[string]int   // runs started per id
 }
 
-func newGate() *gate { return &gate{release: make(chan struct{}), ctxErr: map[string]error{}} }
+func newGate() *gate {
+	return &gate{release: make(chan struct{}), ctxErr: map[string]error{}, starts: map[string]int{}}
+}
 
 // newStubbornGate returns a gate whose tasks ignore cancellation; the
 // test's cleanup releases them.
@@ -645,6 +648,7 @@ func (g *gate) handler(ctx context.Context, _ []any, _ map[string]any) (any, err
 	req, _ := tasks.RequestFromContext(ctx)
 	g.mu.Lock()
 	g.running = append(g.running, req.ID)
+	g.starts[req.ID]++
 	g.peak = max(g.peak, len(g.running))
 	g.mu.Unlock()
 	defer func() {
@@ -673,6 +677,13 @@ func (g *gate) Running() []string {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return slices.Clone(g.running)
+}
+
+// Started counts the runs of id started so far.
+func (g *gate) Started(id string) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.starts[id]
 }
 
 func (g *gate) Peak() int {

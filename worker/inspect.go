@@ -104,7 +104,7 @@ func (w *Worker) queryTask(ids []string) map[string]any {
 			if v, running := w.active.Load(j.msg.ID); running {
 				start = &v.(*activeTask).start
 			}
-			out[j.msg.ID] = []any{"active", w.requestInfo(j.msg, j.info, start, !j.task.Options.AcksLate, false)}
+			out[j.msg.ID] = []any{"active", w.requestInfo(j.msg, j.info, start, !w.acksLate(j.task), false)}
 		case stateScheduled:
 			out[j.msg.ID] = []any{"scheduled", w.requestInfo(j.msg, j.info, nil, false, false)}
 		default:
@@ -228,6 +228,7 @@ func (w *Worker) conf() map[string]any {
 	c := map[string]any{
 		"broker_url": w.transport.Info().URL, "worker_concurrency": int64(w.cfg.Concurrency),
 		"worker_prefetch_multiplier": int64(w.multiplier), "task_track_started": w.cfg.TrackStarted,
+		"task_acks_late": w.cfg.TaskAcksLate, "task_reject_on_worker_lost": w.cfg.TaskRejectOnWorkerLost,
 		"result_extended": w.cfg.ResultExtended, "worker_send_task_events": w.events.enabled.Load(),
 		"task_time_limit": nilIfZero(w.cfg.TimeLimit), "task_soft_time_limit": nilIfZero(w.cfg.SoftTimeLimit),
 		"accept_content": anyList(accept),
@@ -314,7 +315,7 @@ func (w *Worker) taskAttr(name string, t *tasks.Task, attr string) (string, bool
 	case "default_retry_delay":
 		return pySeconds(o.DefaultRetryDelay), true
 	case "acks_late":
-		return pyBool(o.AcksLate), true
+		return pyBool(o.AcksLate || (w.cfg.TaskAcksLate && !o.AcksEarly)), true
 	case "ignore_result":
 		return pyBool(o.IgnoreResult), true
 	case "track_started":

@@ -598,14 +598,26 @@ func TestCloseWhileDialing(t *testing.T) {
 // pingBackend is a memBackend that answers Ping with err.
 type pingBackend struct {
 	*memBackend
+	mu  sync.Mutex
 	err error
 }
 
-func (p *pingBackend) Ping(ctx context.Context) error { return p.err }
+func (p *pingBackend) Ping(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
+}
+
+func (p *pingBackend) setErr(err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.err = err
+}
 
 // TestBackendCheckedAtStart: refused backend credentials (a Ping error
 // wrapping backends.ErrMisconfigured) end Run with a ConfigError naming
-// result_backend before any dial; an unreachable backend is only a warning.
+// result_backend before any dial; while the backend is unreachable the
+// worker takes tasks from the broker but starts none until it answers.
 func TestBackendCheckedAtStart(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -626,6 +638,9 @@ func TestBackendCheckedAtStart(t *testing.T) {
 			if tc.setting == "" {
 				f.start()
 				f.publish("a", "t.ok")
+				brokertest.WaitFor(t, patience, func() bool { return f.w.Snapshot().Reserved == 1 }, "a to be reserved")
+				holdsFor(t, 300*time.Millisecond, func() bool { return f.w.Snapshot().Running == 0 && len(f.be.History("a")) == 0 }, "a not started while the backend is down")
+				be.setErr(nil)
 				f.result("a", backends.StatusSuccess)
 				return
 			}

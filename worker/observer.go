@@ -47,6 +47,9 @@ type Snapshot struct {
 	Abandoned int64 // goroutines still running after a hard time limit
 	Processed int64 // tasks finished since start
 	Prefetch  int   // the prefetch window asked of the broker (0: unlimited)
+	// ResultsPending: task results not yet stored (written, or held while
+	// the backend is down); bounded, runners wait when it is full.
+	ResultsPending int
 	// BrokerUp: a broker connection is live. BackendUp: the last write to
 	// the result backend succeeded (true while none was made, or with no
 	// backend).
@@ -58,7 +61,8 @@ type Snapshot struct {
 func (w *Worker) Snapshot() Snapshot {
 	s := Snapshot{Node: w.nodeName, Runners: w.pool.Size(), Running: w.running.Load(),
 		Abandoned: w.abandoned.Load(), Processed: w.processed.Load(), Prefetch: w.prefetchWindow(),
-		BrokerUp: w.currentConn() != nil, BackendUp: !w.backendDown.Load(), Queues: w.queueList()}
+		ResultsPending: len(w.resultSlots),
+		BrokerUp:       w.currentConn() != nil, BackendUp: !w.backendDown.Load(), Queues: w.queueList()}
 	w.known.Range(func(k, _ any) bool {
 		switch k.(*job).state.Load() {
 		case stateReserved:

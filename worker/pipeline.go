@@ -97,7 +97,7 @@ func (w *Worker) prepare(d broker.Delivery) (j *job) {
 		exc := backends.NotRegistered(msg.Task)
 		w.obs.TaskRejected(msg.Task, info.RoutingKey, "unregistered")
 		w.events.task("task-failed", msg.ID, map[string]any{"exception": excRepr(exc)})
-		w.storeThen(&log, w.failureResult(msg, info.RoutingKey, exc, nil), func() {
+		w.storeThen(&log, w.failureResult(msg, info.RoutingKey, exc, nil), func(bool) {
 			settle(&log, d, false, "unregistered task")
 		})
 		return nil
@@ -244,7 +244,7 @@ func (w *Worker) rejectUndecodable(d broker.Delivery, info broker.DeliveryInfo, 
 	}
 	w.events.task("task-rejected", de.TaskID, map[string]any{"requeue": false})
 	msg := &protocol.Message{ID: de.TaskID, Task: de.TaskName}
-	w.storeThen(&log, w.failureResult(msg, info.RoutingKey, exc, nil), func() {
+	w.storeThen(&log, w.failureResult(msg, info.RoutingKey, exc, nil), func(bool) {
 		settle(&log, d, false, "not a valid task")
 	})
 }

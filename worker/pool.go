@@ -257,6 +257,19 @@ func (p *pool) runner(slot int, taken *atomic.Int64) {
 			return
 		default:
 		}
+		// No new task while the result backend is down: its result could
+		// only be held, and the prefetched message is safer in the broker's
+		// hands (unacknowledged) than finished here.
+		if up := w.runnerGate(); up != nil {
+			select {
+			case <-up:
+			case <-p.shrink:
+				return
+			case <-w.done:
+				return
+			}
+			continue
+		}
 		select {
 		case j := <-w.jobs:
 			taken.Add(1)

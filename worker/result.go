@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -77,8 +78,8 @@ func (w *Worker) checkBackend(ctx context.Context) error {
 	if errors.Is(err, backends.ErrMisconfigured) {
 		return &ConfigError{Setting: "result_backend", Err: err}
 	}
-	w.backendDown.Store(true)
-	w.log.Warn().Err(err).Msg("result backend not reachable yet; results are retried")
+	w.log.Warn().Err(err).Msg("result backend not reachable yet")
+	w.setBackendDown(true)
 	return nil
 }
 
@@ -114,36 +115,50 @@ func (w *Worker) failureResult(m *protocol.Message, queue string, exc backends.E
 	return r
 }
 
-// store writes a result, retrying with backoff so a Redis hiccup does not
-// lose it (about 17 s over 5 attempts at most); a result that still cannot
-// be written is logged with its status. It does not take the worker's
-// context: a result must land even while the worker closes.
-func (w *Worker) store(log *zerolog.Logger, r *backends.Result) {
+// store writes a result and reports whether it landed. While the backend
+// is down it keeps the result and retries with backoff until the backend
+// is back or the worker is cut off (Close, or the shutdown timeout): a
+// finished task's result is never dropped after a fixed number of tries.
+// The worker takes no new task meanwhile (runnerGate), so the results held
+// are bounded by the runners. It does not take the worker's quit context:
+// a result must land even while the worker stops.
+func (w *Worker) store(log *zerolog.Logger, r *backends.Result) bool {
 	if w.be.store == nil || r.TaskID == "" {
-		return
+		return true
 	}
-	ctx, cancel := ioContext()
-	defer cancel()
 	delay := 50 * time.Millisecond
-	var err error
-	for attempt := 0; attempt < 5; attempt++ {
-		err = w.be.store.Store(ctx, r)
-		final := attempt == 4 || errors.Is(err, backends.ErrTooLarge) || ctx.Err() != nil
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(w.baseCtx, storeTimeout)
+		err := w.be.store.Store(ctx, r)
+		cancel()
+		cut := w.baseCtx.Err() != nil
+		final := err == nil || errors.Is(err, backends.ErrTooLarge) || cut
 		w.storeDone(err, final)
 		if err == nil {
-			return
+			if attempt > 1 {
+				log.Info().Int("attempts", attempt).Str("status", r.Status).Msg("result stored after the backend came back")
+			}
+			return true
 		}
 		if final {
-			break
+			log.Error().Err(err).Str("status", r.Status).Int("attempts", attempt).Msg("cannot store task result")
+			return false
+		}
+		if attempt == 1 {
+			log.Warn().Err(err).Str("status", r.Status).Msg("cannot store task result; holding it and retrying until the backend is back")
 		}
 		select {
-		case <-time.After(delay):
-		case <-ctx.Done():
+		case <-time.After(delay + rand.N(delay/2+1)):
+		case <-w.baseCtx.Done():
 		}
-		delay *= 4
+		delay = min(delay*2, maxStoreBackoff)
 	}
-	log.Error().Err(err).Str("status", r.Status).Msg("cannot store task result")
 }
+
+const (
+	storeTimeout    = 10 * time.Second // one write
+	maxStoreBackoff = 2 * time.Second  // between retries of a held result
+)
 
 // ioContext bounds one result-backend or broker operation that must finish
 // even while the worker closes.
@@ -152,22 +167,18 @@ func ioContext() (context.Context, context.CancelFunc) {
 }
 
 // storeThen writes r off the calling goroutine (the serve loop, the control
-// loop and runners must not wait for Redis), then runs then (may be nil),
-// which must be quick: it may run on the backend's writer goroutine.
-// Shutdown waits for these writes.
-func (w *Worker) storeThen(log *zerolog.Logger, r *backends.Result, then func()) {
+// loop and runners must not wait for Redis), then runs then (may be nil)
+// with whether it was stored; then must be quick: it may run on the
+// backend's writer goroutine. Shutdown waits for these writes.
+func (w *Worker) storeThen(log *zerolog.Logger, r *backends.Result, then func(stored bool)) {
+	if then == nil {
+		then = func(bool) {}
+	}
 	if w.be.store == nil || r.TaskID == "" {
-		if then != nil {
-			then()
-		}
+		then(true)
 		return
 	}
-	retry := func() {
-		w.store(log, r)
-		if then != nil {
-			then()
-		}
-	}
+	retry := func() { then(w.store(log, r)) }
 	if w.be.async == nil {
 		w.background(retry)
 		return
@@ -178,8 +189,8 @@ func (w *Worker) storeThen(log *zerolog.Logger, r *backends.Result, then func())
 		if err != nil {
 			// Retry off the writer goroutine, with the usual backoff.
 			w.background(retry)
-		} else if then != nil {
-			then()
+		} else {
+			then(true)
 		}
 		w.storing.Done()
 	})
@@ -194,8 +205,72 @@ func (w *Worker) background(f func()) {
 	}()
 }
 
-// storeDone records the outcome of one write for health and metrics.
+// storeDone records the outcome of one write for health and metrics, and
+// marks the backend down or up (a result too large is no outage).
 func (w *Worker) storeDone(err error, final bool) {
-	w.backendDown.Store(err != nil && !errors.Is(err, backends.ErrTooLarge))
+	if !errors.Is(err, backends.ErrTooLarge) {
+		w.setBackendDown(err != nil)
+	}
 	w.obs.ResultStore(err, final)
+}
+
+// setBackendDown records that the result backend is down or back. While
+// it is down, runners take no new task (runnerGate): prefetched messages
+// stay reserved, unacknowledged, and nothing finishes whose result would
+// have to be held. A probe pings it so the worker resumes even when no
+// result is waiting to be retried.
+func (w *Worker) setBackendDown(down bool) {
+	w.beMu.Lock()
+	defer w.beMu.Unlock()
+	if down == w.backendDown.Load() {
+		return
+	}
+	w.backendDown.Store(down)
+	if down {
+		w.beUp = make(chan struct{})
+		w.log.Warn().Msg("result backend down: taking no new tasks until it is back; finished results are held and retried")
+		if w.be.ping != nil {
+			go w.probeBackend(w.beUp)
+		}
+		return
+	}
+	close(w.beUp)
+	w.log.Info().Msg("result backend is back: taking tasks again")
+}
+
+// runnerGate is nil while the result backend is up, else a channel closed
+// when it is back.
+func (w *Worker) runnerGate() <-chan struct{} {
+	if !w.backendDown.Load() {
+		return nil
+	}
+	w.beMu.Lock()
+	defer w.beMu.Unlock()
+	if !w.backendDown.Load() {
+		return nil
+	}
+	return w.beUp
+}
+
+// probeBackend pings the backend with backoff until it answers (or up
+// closes, or the worker is cut off).
+func (w *Worker) probeBackend(up <-chan struct{}) {
+	delay := 100 * time.Millisecond
+	for {
+		select {
+		case <-up:
+			return
+		case <-w.baseCtx.Done():
+			return
+		case <-time.After(delay):
+		}
+		ctx, cancel := context.WithTimeout(w.baseCtx, 2*time.Second)
+		err := w.be.ping.Ping(ctx)
+		cancel()
+		if err == nil {
+			w.setBackendDown(false)
+			return
+		}
+		delay = min(delay*2, maxStoreBackoff)
+	}
 }

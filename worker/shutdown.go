@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/celeryworker/gocelery/backends"
+	"github.com/celeryworker/gocelery/broker"
 )
 
 // ErrColdShutdown is the cause of task contexts cancelled by Close.
@@ -54,7 +55,7 @@ func (w *Worker) Shutdown(ctx context.Context) error {
 		err = fmt.Errorf("worker: shutdown: %d tasks still running: %w", w.running.Load(), ctx.Err())
 		// Results first, then cancel: a task that returns on cancellation
 		// must not slip out of the active list unrecorded.
-		w.failAcknowledged("shutdown timeout")
+		w.failAcknowledged("shutdown timeout", true)
 		w.cancelBase(ErrColdShutdown)
 	}
 	w.finalize()
@@ -68,7 +69,7 @@ func (w *Worker) Close() error {
 	w.stopTaking()
 	w.stopOnce.Do(func() {})
 	w.markStopping()
-	w.failAcknowledged("cold shutdown")
+	w.failAcknowledged("cold shutdown", false)
 	w.cancelBase(ErrColdShutdown)
 	w.finalize()
 	return nil
@@ -106,11 +107,14 @@ func (w *Worker) requeueQueued() {
 // pool process that died) for running tasks whose message was already
 // acknowledged, so no acknowledged task is left without a result when the
 // worker stops before they finish. acks_late tasks are left to the broker,
-// which redelivers them.
-func (w *Worker) failAcknowledged(reason string) {
+// which redelivers them, except those cut off by the shutdown timeout
+// without reject_on_worker_lost: they fail like acknowledged ones and their
+// message is acknowledged, as Celery does for a task whose process was
+// lost while the worker lives on.
+func (w *Worker) failAcknowledged(reason string, timeout bool) {
 	w.active.Range(func(_, v any) bool {
 		a := v.(*activeTask)
-		if a.acksLate {
+		if a.acksLate && (!timeout || a.rejectLost) {
 			return true
 		}
 		exc := backends.ExceptionInfo{Type: "WorkerLostError", Module: "billiard.exceptions",
@@ -123,6 +127,11 @@ func (w *Worker) failAcknowledged(reason string) {
 			_ = w.be.store.Store(ctx, &backends.Result{TaskID: a.msg.ID, Status: backends.StatusFailure,
 				Result: exc.Value(), Children: []any{}, DateDone: time.Now().UTC(),
 				GroupID: a.msg.Group, ParentID: a.msg.ParentID})
+		}
+		if a.acksLate {
+			if err := broker.AckNow(a.d); err != nil {
+				w.log.Warn().Err(err).Str("task", a.msg.Name()).Str("id", a.msg.ID).Msg("ack failed (the broker will redeliver the message)")
+			}
 		}
 		return true
 	})

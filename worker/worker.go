@@ -64,6 +64,16 @@ type Config struct {
 	MaxMessageSize int
 	// TimeLimit and SoftTimeLimit apply to tasks that set none themselves.
 	TimeLimit, SoftTimeLimit time.Duration
+	// TaskAcksLate acknowledges every task after its result is stored
+	// unless the task says otherwise (task_acks_late; tasks.AcksLate and
+	// tasks.AcksEarly win over it).
+	TaskAcksLate bool
+	// TaskRejectOnWorkerLost: an acks_late task cut off by the shutdown
+	// timeout goes back to the queue; without it the task gets
+	// WorkerLostError and its message is acknowledged, as Celery does for a
+	// task whose pool process was lost (task_reject_on_worker_lost; the
+	// task's own RejectOnWorkerLost wins).
+	TaskRejectOnWorkerLost bool
 	// TrackStarted stores STARTED before running each task
 	// (task_track_started).
 	TrackStarted bool
@@ -129,8 +139,11 @@ type Worker struct {
 	// directWarned: exchanges warned about (a delayed message to a quorum
 	// queue behind a direct exchange cannot use native delayed delivery).
 	directWarned sync.Map
-	started      time.Time
-	clock        atomic.Int64
+	// finishing holds, per task id, the acks_late run whose outcome is not
+	// recorded yet (*runFinish), for ranHere.
+	finishing sync.Map
+	started   time.Time
+	clock     atomic.Int64
 
 	// baseCtx is the parent of every task's context; Close cancels it.
 	baseCtx    context.Context
@@ -162,7 +175,12 @@ type Worker struct {
 
 	obs         Observer
 	mem         memoryReleaser
-	backendDown atomic.Bool // the last result write failed
+	backendDown atomic.Bool   // the last result write failed
+	beMu        sync.Mutex    // orders backend down/up changes
+	beUp        chan struct{} // while down: closed when it is back
+	// resultSlots bounds the task results on their way to the backend
+	// (one slot from a task's end until its result is stored or given up).
+	resultSlots chan struct{}
 
 	held      atomic.Int64 // ETA messages held in memory
 	running   atomic.Int64
@@ -255,6 +273,7 @@ func New(cfg Config) (*Worker, error) {
 		queued = 4096
 	}
 	w.jobs = make(chan *job, queued)
+	w.resultSlots = make(chan struct{}, max(256, 4*cfg.Concurrency))
 	if cfg.Logger != nil {
 		w.log = *cfg.Logger
 	} else {
@@ -337,6 +356,21 @@ func (w *Worker) updatePrefetch() {
 		return
 	}
 	w.log.Debug().Int("prefetch", n).Msg("prefetch count changed")
+}
+
+// acksLate says whether t is acknowledged after it runs: its own option,
+// else the worker's TaskAcksLate.
+func (w *Worker) acksLate(t *tasks.Task) bool {
+	return t.Options.AcksLate || (w.cfg.TaskAcksLate && !t.Options.AcksEarly)
+}
+
+// rejectOnWorkerLost says whether an acks_late task cut off by the
+// shutdown timeout is requeued (else it fails with WorkerLostError).
+func (w *Worker) rejectOnWorkerLost(t *tasks.Task) bool {
+	if r := t.Options.RejectOnWorkerLost; r != nil {
+		return *r
+	}
+	return w.cfg.TaskRejectOnWorkerLost
 }
 
 func decodeOptions(cfg *Config) protocol.DecodeOptions {

@@ -45,6 +45,8 @@ type Broker struct {
 
 	dialErr error
 	dials   int
+	ackErr  error
+	ackFail int
 
 	acked, rejected, requeued []string
 	published                 []Sent
@@ -347,6 +349,22 @@ func (b *Broker) FailDial(err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.dialErr = err
+}
+
+// FailAcks makes every following Ack fail with err without settling, as
+// the write of an ack fails on a connection that died unnoticed (the
+// broker will redeliver the message); nil makes acks work again.
+func (b *Broker) FailAcks(err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.ackErr = err
+}
+
+// AckFailures counts the acks FailAcks failed.
+func (b *Broker) AckFailures() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.ackFail
 }
 
 // Dials counts Dial calls, failed ones included.

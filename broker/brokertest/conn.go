@@ -433,6 +433,10 @@ func (d *delivery) settle(ack, requeue bool) error {
 	if d.c.ended {
 		return broker.ErrClosed
 	}
+	if ack && b.ackErr != nil {
+		b.ackFail++
+		return b.ackErr
+	}
 	if d.settled {
 		// RabbitMQ would even close the channel (unknown delivery tag).
 		return fmt.Errorf("brokertest: delivery %d of %s already settled", d.tag, taskID(d.msg.env))
