@@ -92,3 +92,27 @@ func TestMalformedQueuesFile(t *testing.T) {
 		})
 	}
 }
+
+// `call` declares the queue it sends to as the queue flags and file say,
+// and routes a countdown for a quorum queue with its ETA (native delayed
+// delivery on RabbitMQ).
+func TestCallUsesTopology(t *testing.T) {
+	b := memBroker(t)
+	path := filepath.Join(t.TempDir(), "queues.json")
+	if err := os.WriteFile(path, []byte(`[{"name": "jobs", "exchange": "jobs", "exchange_type": "topic", "routing_key": "jobs",
+		"queue_arguments": {"x-queue-type": "quorum"}}]`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errb := run(t, testProgram(), "call", "orders.noop", "--queue", "jobs", "--countdown", "30", "--queues-file", path)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errb)
+	}
+	q, ok := b.Declared("jobs")
+	pub := b.Published()
+	if !ok || !q.Quorum() || len(pub) != 1 || pub[0].Route.Exchange != "jobs" || pub[0].Route.ETA.IsZero() {
+		t.Errorf("declared %+v, published %+v", q, pub)
+	}
+	if code, _, errb := run(t, testProgram(), "call", "orders.noop", "--queues-file", filepath.Join(t.TempDir(), "none.json")); code != 1 || !strings.Contains(errb, "--queues-file") {
+		t.Errorf("missing queues file: exit %d, %q", code, errb)
+	}
+}
