@@ -45,11 +45,11 @@ type workerFlags struct {
 	cpuProfile                        string
 	metricsAddr                       string
 
-	topoFlags                       // queues as Celery's settings define them
+	topoFlags                // queues as Celery's settings define them
 	failoverStrategy         string
 	delayedDeliveryQueueType string
 	queuesGiven              bool // -Q given: else the defined queues
-	detach, beat                      bool
+	detach, beat             bool
 
 	// From the global options.
 	quiet  bool
