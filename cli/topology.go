@@ -33,14 +33,20 @@ func (f *topoFlags) register(fs *pflag.FlagSet) {
 	f.defaultExchangeType, f.missingExchType = "direct", "direct"
 	fs.StringVar(&f.defaultQueue, "task-default-queue", env("CELERY_TASK_DEFAULT_QUEUE", "celery"), "queue of tasks and canvas steps that name none (env CELERY_TASK_DEFAULT_QUEUE)")
 	fs.Var(f.envChoice(&f.defaultQueueType, "CELERY_TASK_DEFAULT_QUEUE_TYPE", "classic", "quorum"), "task-default-queue-type", "type of the default queue: classic or quorum (env CELERY_TASK_DEFAULT_QUEUE_TYPE)")
-	fs.Var(f.envChoice(&f.defaultExchangeType, "CELERY_TASK_DEFAULT_EXCHANGE_TYPE", "direct", "topic", "fanout", "headers"), "task-default-exchange-type", "type of the default exchange (env CELERY_TASK_DEFAULT_EXCHANGE_TYPE); quorum queues need topic for native delayed delivery")
+	fs.Var(exchangeTypeValue{f.envChoice(&f.defaultExchangeType, "CELERY_TASK_DEFAULT_EXCHANGE_TYPE", broker.ExchangeTypes...)}, "task-default-exchange-type", "type of the default exchange: direct, topic, fanout or headers (env CELERY_TASK_DEFAULT_EXCHANGE_TYPE); quorum queues need topic for native delayed delivery")
 	fs.Var(f.envChoice(&f.missingQueueType, "CELERY_TASK_CREATE_MISSING_QUEUE_TYPE", "classic", "quorum"), "task-create-missing-queue-type", "type of queues named in -Q (or by a task) that --queues-file does not define (env CELERY_TASK_CREATE_MISSING_QUEUE_TYPE)")
-	fs.Var(f.envChoice(&f.missingExchType, "CELERY_TASK_CREATE_MISSING_QUEUE_EXCHANGE_TYPE", "direct", "topic", "fanout", "headers"), "task-create-missing-queue-exchange-type", "exchange type of those queues (env CELERY_TASK_CREATE_MISSING_QUEUE_EXCHANGE_TYPE)")
+	fs.Var(exchangeTypeValue{f.envChoice(&f.missingExchType, "CELERY_TASK_CREATE_MISSING_QUEUE_EXCHANGE_TYPE", broker.ExchangeTypes...)}, "task-create-missing-queue-exchange-type", "exchange type of those queues: direct, topic, fanout or headers (env CELERY_TASK_CREATE_MISSING_QUEUE_EXCHANGE_TYPE)")
 	fs.BoolVar(&f.createMissingQueues, "task-create-missing-queues", f.envBool("CELERY_TASK_CREATE_MISSING_QUEUES", true), "create queues that --queues-file does not define (env CELERY_TASK_CREATE_MISSING_QUEUES); false: such a queue is an error")
 	fs.IntVar(&f.queueMaxPriority, "task-queue-max-priority", f.envInt("CELERY_TASK_QUEUE_MAX_PRIORITY", 0), "x-max-priority of every queue that sets none: priority queues (env CELERY_TASK_QUEUE_MAX_PRIORITY; 0 = none)")
 	fs.IntVar(&f.defaultPriority, "task-default-priority", f.envInt("CELERY_TASK_DEFAULT_PRIORITY", 0), "priority of tasks sent without one (env CELERY_TASK_DEFAULT_PRIORITY)")
 	fs.StringVar(&f.queuesFile, "queues-file", env("GOCELERY_QUEUES_FILE", ""), "JSON list of queue definitions, kombu's Queue(...) arguments (docs/deployment.md; env GOCELERY_QUEUES_FILE)")
 }
+
+// exchangeTypeValue names its type briefly in the usage text (the four
+// choices would widen every line's column).
+type exchangeTypeValue struct{ choiceValue }
+
+func (exchangeTypeValue) Type() string { return "type" }
 
 // check reports an invalid CELERY_... value or number as a usage error.
 func (f *topoFlags) check() error {
