@@ -249,7 +249,8 @@ func (c *Conn) AddQueue(_ context.Context, queue string) error {
 		return errors.New("amqp: add queue: not consuming")
 	}
 	if cons.global && c.perConsumerQoS([]string{queue}) {
-		// RabbitMQ would close the channel, and every delivery with it.
+		// RabbitMQ would answer NOT_IMPLEMENTED, a connection error: every
+		// delivery would go with it.
 		return broker.Misconfigured(fmt.Errorf("amqp: add queue %q: a quorum queue cannot be consumed under the global prefetch window of the running consumers (name it with the other queues at start)", queue))
 	}
 	return cons.add(queue)

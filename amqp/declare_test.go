@@ -231,3 +231,34 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// Global QoS and a quorum queue do not mix (RabbitMQ closes the whole
+// connection): a quorum queue added to consumers started with global QoS
+// is refused before it reaches the broker, and the connection lives on.
+func TestAddQuorumQueueToGlobalQoSConsumer(t *testing.T) {
+	c := liveConn(t).(*Conn)
+	ctx := context.Background()
+	u := time.Now().UnixNano()
+	classic := broker.NewQueue(fmt.Sprintf("t-global-%d", u))
+	quorum := quorumQueue(fmt.Sprintf("t-quorum-add-%d", u))
+	cleanup(t, c, []string{classic.Name, quorum.Name}, []string{classic.Name, quorum.Name})
+	for _, q := range []broker.Queue{classic, quorum} {
+		if err := c.DeclareQueue(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.Consume(ctx, []string{classic.Name}, 4); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.AddQueue(ctx, quorum.Name); !errors.Is(err, broker.ErrMisconfigured) {
+		t.Fatalf("AddQueue(quorum) under global QoS: %v", err)
+	}
+	if c.IsClosed() {
+		t.Fatal("the connection was closed")
+	}
+}
+
+func quorumQueue(name string) broker.Queue {
+	return broker.Queue{Name: name, Exchange: broker.Exchange{Name: name, Type: "topic"}, RoutingKey: name,
+		Arguments: map[string]any{"x-queue-type": "quorum"}}
+}

@@ -90,6 +90,9 @@ type cmdRun struct {
 	stdout, stderr io.Writer
 	conn           connFlags
 	quiet          bool
+	// topo and defaultPriority configure the client (call's queue flags).
+	topo            broker.Topology
+	defaultPriority int
 }
 
 func (p Program) newCmdRun(cmd string, g *globals, stdout, stderr io.Writer) *cmdRun {
@@ -132,7 +135,7 @@ func (r *cmdRun) connectBroker(ctx context.Context, rb *backends.Redis) (*client
 	}
 	dctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
-	c, err := client.New(dctx, client.Config{Broker: tr, Backend: rb, Name: r.name})
+	c, err := client.New(dctx, client.Config{Broker: tr, Backend: rb, Name: r.name, Topology: r.topo, DefaultPriority: r.defaultPriority})
 	if err != nil {
 		return nil, r.failf("cannot connect to the broker%s: %v; fix %s", urlUnlessQuoted(r.conn.broker, err), err, fixBroker)
 	}
@@ -177,6 +180,7 @@ func interruptible(ctx context.Context) (context.Context, context.CancelFunc) {
 // callFlags are `celery call`'s options, plus waiting for the result.
 type callFlags struct {
 	conn                connFlags
+	topo                topoFlags // how the queue is declared before sending
 	args, kwargs        string
 	eta, expires        string
 	countdown           float64
@@ -213,6 +217,7 @@ func callFlagSet(name string, f *callFlags) *pflag.FlagSet {
 	fs.BoolVar(&f.json, "json", false, "print JSON: {\"task_id\": ...}, then with --wait one result document per state")
 	fs.BoolVar(&f.traceback, "traceback", false, "with --wait: print the stored traceback of a failure")
 	addConnFlags(fs, &f.conn, true)
+	f.topo.register(fs)
 	return fs
 }
 
@@ -250,6 +255,9 @@ func parseCall(name string, args []string) (f *callFlags, task string, targs []a
 		return
 	}
 	task = fs.Arg(0)
+	if err = f.topo.check(); err != nil {
+		return
+	}
 	if targs, tkwargs, err = parseTaskArgs(f.args, f.kwargs); err != nil {
 		return
 	}
@@ -347,6 +355,10 @@ func (p Program) runCall(ctx context.Context, g *globals, args []string, stdout,
 	}
 	r.conn = f.conn
 	r.conn.resolve(g)
+	if r.topo, err = f.topo.topology(); err != nil {
+		return r.failf("%v", err)
+	}
+	r.defaultPriority = f.topo.defaultPriority
 	ctx, stop := interruptible(ctx)
 	defer stop()
 

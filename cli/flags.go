@@ -51,18 +51,11 @@ type workerFlags struct {
 	cpuProfile                        string
 	metricsAddr                       string
 
-	// Queues as Celery's settings of the same names define them.
-	defaultQueue, defaultQueueType    string
-	defaultExchangeType               string
-	missingQueueType, missingExchType string
-	createMissingQueues               bool
-	queueMaxPriority, defaultPriority int
-	failoverStrategy                  string
-	delayedDeliveryQueueType          string
-	queuesFile                        string
-	envErr                            error // the first invalid CELERY_... value
-	queuesGiven                       bool  // -Q given: else the defined queues
-	detach, beat                      bool
+	topoFlags                // queues as Celery's settings define them
+	failoverStrategy         string
+	delayedDeliveryQueueType string
+	queuesGiven              bool // -Q given: else the defined queues
+	detach, beat             bool
 
 	// From the global options.
 	quiet  bool
@@ -122,19 +115,8 @@ func workerFlagSet(name string, f *workerFlags) *pflag.FlagSet {
 	fs.Var(&secondsValue{&f.shutdownTimeout, false}, "shutdown-timeout", "seconds (or a Go duration) a warm shutdown waits for running tasks; 0 = until they finish")
 	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile (pprof) to this file until the worker stops")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", env("GOCELERY_METRICS_ADDR", ""), "serve Prometheus /metrics, /healthz and /readyz on HOST:PORT (env GOCELERY_METRICS_ADDR)")
-	// Queue topology: Celery's settings, env CELERY_<SETTING>.
-	f.createMissingQueues = true
-	f.defaultQueueType, f.missingQueueType, f.failoverStrategy, f.delayedDeliveryQueueType = "classic", "classic", "round-robin", "quorum"
-	f.defaultExchangeType, f.missingExchType = "direct", "direct"
-	fs.StringVar(&f.defaultQueue, "task-default-queue", env("CELERY_TASK_DEFAULT_QUEUE", "celery"), "queue of tasks and canvas steps that name none (env CELERY_TASK_DEFAULT_QUEUE)")
-	fs.Var(f.envChoice(&f.defaultQueueType, "CELERY_TASK_DEFAULT_QUEUE_TYPE", "classic", "quorum"), "task-default-queue-type", "type of the default queue: classic or quorum (env CELERY_TASK_DEFAULT_QUEUE_TYPE)")
-	fs.Var(f.envChoice(&f.defaultExchangeType, "CELERY_TASK_DEFAULT_EXCHANGE_TYPE", "direct", "topic", "fanout", "headers"), "task-default-exchange-type", "type of the default queue's exchange (env CELERY_TASK_DEFAULT_EXCHANGE_TYPE); quorum queues need topic for native delayed delivery")
-	fs.Var(f.envChoice(&f.missingQueueType, "CELERY_TASK_CREATE_MISSING_QUEUE_TYPE", "classic", "quorum"), "task-create-missing-queue-type", "type of queues named in -Q (or by a task) that --queues-file does not define (env CELERY_TASK_CREATE_MISSING_QUEUE_TYPE)")
-	fs.Var(f.envChoice(&f.missingExchType, "CELERY_TASK_CREATE_MISSING_QUEUE_EXCHANGE_TYPE", "direct", "topic", "fanout", "headers"), "task-create-missing-queue-exchange-type", "exchange type of those queues (env CELERY_TASK_CREATE_MISSING_QUEUE_EXCHANGE_TYPE; default direct)")
-	fs.BoolVar(&f.createMissingQueues, "task-create-missing-queues", f.envBool("CELERY_TASK_CREATE_MISSING_QUEUES", true), "create queues that --queues-file does not define (env CELERY_TASK_CREATE_MISSING_QUEUES); false: such a queue is an error")
-	fs.IntVar(&f.queueMaxPriority, "task-queue-max-priority", f.envInt("CELERY_TASK_QUEUE_MAX_PRIORITY", 0), "x-max-priority of every queue that sets none: priority queues (env CELERY_TASK_QUEUE_MAX_PRIORITY; 0 = none)")
-	fs.IntVar(&f.defaultPriority, "task-default-priority", f.envInt("CELERY_TASK_DEFAULT_PRIORITY", 0), "priority of canvas steps sent without one (env CELERY_TASK_DEFAULT_PRIORITY)")
-	fs.StringVar(&f.queuesFile, "queues-file", env("GOCELERY_QUEUES_FILE", ""), "JSON list of queue definitions, kombu's Queue(...) arguments (docs/deployment.md; env GOCELERY_QUEUES_FILE)")
+	f.topoFlags.register(fs)
+	f.failoverStrategy, f.delayedDeliveryQueueType = "round-robin", "quorum"
 	fs.Var(f.envChoice(&f.failoverStrategy, "CELERY_BROKER_FAILOVER_STRATEGY", "round-robin", "shuffle"), "broker-failover-strategy", "order of the URLs of a ';'-separated --broker list (env CELERY_BROKER_FAILOVER_STRATEGY)")
 	fs.Var(f.envChoice(&f.delayedDeliveryQueueType, "CELERY_BROKER_NATIVE_DELAYED_DELIVERY_QUEUE_TYPE", "quorum", "classic"), "broker-native-delayed-delivery-queue-type", "type of the delay level queues declared when quorum queues are served (env CELERY_BROKER_NATIVE_DELAYED_DELIVERY_QUEUE_TYPE)")
 	// Accepted so Celery command lines run; what they mean here is logged.
@@ -201,14 +183,8 @@ func parseWorkerFlags(name string, g *globals, args []string) (*workerFlags, err
 	if f.concurrency < 1 {
 		return nil, usagef("-c/--concurrency must be at least 1, got %d", f.concurrency)
 	}
-	if f.envErr != nil {
-		return nil, &usageError{f.envErr.Error()}
-	}
-	if f.queueMaxPriority < 0 || f.queueMaxPriority > 255 {
-		return nil, usagef("--task-queue-max-priority must be 0 (none) to 255, got %d", f.queueMaxPriority)
-	}
-	if f.defaultPriority < 0 || f.defaultPriority > 255 {
-		return nil, usagef("--task-default-priority must be 0 to 255, got %d", f.defaultPriority)
+	if err := f.topoFlags.check(); err != nil {
+		return nil, err
 	}
 	if f.prefetch < 0 {
 		return nil, usagef("--prefetch-multiplier must be >= 0, got %d", f.prefetch)
@@ -337,7 +313,7 @@ func (v *levelValue) Type() string { return "level" }
 
 // envChoice is a choice flag whose default the environment variable key
 // may set; an invalid value there becomes a usage error.
-func (f *workerFlags) envChoice(s *string, key string, choices ...string) choiceValue {
+func (f *topoFlags) envChoice(s *string, key string, choices ...string) choiceValue {
 	v := choiceValue{s, choices}
 	if e := os.Getenv(key); e != "" {
 		if err := v.Set(e); err != nil {
@@ -347,7 +323,7 @@ func (f *workerFlags) envChoice(s *string, key string, choices ...string) choice
 	return v
 }
 
-func (f *workerFlags) envInt(key string, def int) int {
+func (f *topoFlags) envInt(key string, def int) int {
 	e := os.Getenv(key)
 	if e == "" {
 		return def
@@ -360,7 +336,7 @@ func (f *workerFlags) envInt(key string, def int) int {
 	return n
 }
 
-func (f *workerFlags) envBool(key string, def bool) bool {
+func (f *topoFlags) envBool(key string, def bool) bool {
 	e := os.Getenv(key)
 	if e == "" {
 		return def
@@ -373,7 +349,7 @@ func (f *workerFlags) envBool(key string, def bool) bool {
 	return b
 }
 
-func (f *workerFlags) badEnv(key, val string, err error) {
+func (f *topoFlags) badEnv(key, val string, err error) {
 	if f.envErr == nil {
 		f.envErr = fmt.Errorf("%s=%q: %v", key, val, err)
 	}

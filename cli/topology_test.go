@@ -11,22 +11,27 @@ import (
 // flag winning; a bad value in either is a usage error naming it.
 func TestTopologyFlags(t *testing.T) {
 	t.Setenv("CELERY_TASK_DEFAULT_QUEUE_TYPE", "quorum")
-	t.Setenv("CELERY_TASK_QUEUE_MAX_PRIORITY", "7")
+	t.Setenv("CELERY_TASK_DEFAULT_PRIORITY", "7")
 	t.Setenv("CELERY_BROKER_FAILOVER_STRATEGY", "shuffle")
-	f, err := parseWorkerFlags("w", nil, strings.Fields("--task-default-exchange-type topic --task-default-priority 3"))
+	f, err := parseWorkerFlags("w", nil, strings.Fields("--task-default-exchange-type topic --task-queue-max-priority 3"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.defaultQueueType != "quorum" || f.defaultExchangeType != "topic" || f.queueMaxPriority != 7 ||
-		f.defaultPriority != 3 || f.failoverStrategy != "shuffle" || f.queuesGiven {
+	if f.defaultQueueType != "quorum" || f.defaultExchangeType != "topic" || f.queueMaxPriority != 3 ||
+		f.defaultPriority != 7 || f.failoverStrategy != "shuffle" || f.queuesGiven {
 		t.Errorf("flags %+v", f)
 	}
+	// A quorum queue cannot take x-max-priority: said before connecting.
+	if _, err := f.topology(); err == nil || !strings.Contains(err.Error(), "x-max-priority") {
+		t.Errorf("quorum with max priority: %v", err)
+	}
+	f.queueMaxPriority = 0
 	topo, err := f.topology()
 	if err != nil {
 		t.Fatal(err)
 	}
 	q, _ := topo.Lookup("celery")
-	if !q.Quorum() || q.Exchange.Kind() != "topic" || q.MaxPriority() != 7 {
+	if !q.Quorum() || q.Exchange.Kind() != "topic" {
 		t.Errorf("default queue %+v", q)
 	}
 	f, err = parseWorkerFlags("w", nil, strings.Fields("--task-default-queue-type classic"))
@@ -85,5 +90,29 @@ func TestMalformedQueuesFile(t *testing.T) {
 				t.Errorf("stderr %q does not name %s", errb, path)
 			}
 		})
+	}
+}
+
+// `call` declares the queue it sends to as the queue flags and file say,
+// and routes a countdown for a quorum queue with its ETA (native delayed
+// delivery on RabbitMQ).
+func TestCallUsesTopology(t *testing.T) {
+	b := memBroker(t)
+	path := filepath.Join(t.TempDir(), "queues.json")
+	if err := os.WriteFile(path, []byte(`[{"name": "jobs", "exchange": "jobs", "exchange_type": "topic", "routing_key": "jobs",
+		"queue_arguments": {"x-queue-type": "quorum"}}]`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errb := run(t, testProgram(), "call", "orders.noop", "--queue", "jobs", "--countdown", "30", "--queues-file", path)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errb)
+	}
+	q, ok := b.Declared("jobs")
+	pub := b.Published()
+	if !ok || !q.Quorum() || len(pub) != 1 || pub[0].Route.Exchange != "jobs" || pub[0].Route.ETA.IsZero() {
+		t.Errorf("declared %+v, published %+v", q, pub)
+	}
+	if code, _, errb := run(t, testProgram(), "call", "orders.noop", "--queues-file", filepath.Join(t.TempDir(), "none.json")); code != 1 || !strings.Contains(errb, "--queues-file") {
+		t.Errorf("missing queues file: exit %d, %q", code, errb)
 	}
 }

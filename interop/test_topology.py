@@ -125,6 +125,26 @@ def test_countdown_through_native_delayed_delivery(kind, topology):
     assert info["routing_key"].startswith("0.0.0.") and info["routing_key"].endswith("." + q), info
 
 
+def test_go_producer_countdown_through_native_delayed_delivery(kind, topology):
+    """The Go producer (`gocelery call`, the client package) sends a
+    countdown for a quorum queue through the delay levels as Python's
+    producer does; either worker gets it when due."""
+    from test_cli_client import gocelery
+
+    q = unique("topo-godelay")
+    t = topology([quorum_topic(q)])
+    w = t.worker(kind, q)
+    sent = time.monotonic()
+    p = gocelery("call", "gocelery.request", "--queue", q, "--countdown", 3, "--wait", "--json",
+                 "--timeout", T, env=t.env)
+    waited = time.monotonic() - sent
+    assert p.returncode == 0, p.stderr
+    info = json.loads(p.stdout.splitlines()[-1])["result"]
+    assert 2.5 <= waited < 10, waited
+    assert info["routing_key"].startswith("0.0.0.") and info["routing_key"].endswith("." + q), info
+    assert w.alive()
+
+
 def retried_through_delay_levels(t, w, q):
     """Sends a task that retries once with a 3 s countdown; checks the
     retry waits in a delay level queue, not in the worker, and comes back

@@ -195,20 +195,42 @@ func (w *Worker) reservedCount() int {
 	return n
 }
 
-// activeQueues answers `celery inspect active_queues` in kombu's form.
+// activeQueues answers `celery inspect active_queues` in kombu's form,
+// from each queue's definition.
 func (w *Worker) activeQueues() []any {
 	out := make([]any, 0, len(w.queueList()))
-	for _, q := range w.queueList() {
+	for _, name := range w.queueList() {
+		q, err := w.queueDef(name)
+		if err != nil {
+			q = broker.NewQueue(name)
+		}
+		bindings := make([]any, 0, len(q.Bindings))
+		for _, b := range q.Bindings {
+			bindings = append(bindings, map[string]any{"exchange": exchangeInfo(b.Exchange), "routing_key": b.RoutingKey,
+				"arguments": mapOrNil(b.Arguments), "unbind_arguments": nil})
+		}
 		out = append(out, map[string]any{
-			"name": q, "routing_key": q, "durable": true, "exclusive": false, "auto_delete": false,
-			"no_ack": false, "alias": nil, "bindings": []any{}, "no_declare": nil, "expires": nil,
-			"message_ttl": nil, "max_length": nil, "max_length_bytes": nil, "max_priority": nil,
-			"queue_arguments": nil, "binding_arguments": nil, "consumer_arguments": nil,
-			"exchange": map[string]any{"name": q, "type": "direct", "arguments": nil, "durable": true,
-				"passive": false, "auto_delete": false, "delivery_mode": nil, "no_declare": false},
+			"name": q.Name, "routing_key": q.RoutingKey, "durable": q.Durable(), "exclusive": q.Exclusive,
+			"auto_delete": q.AutoDelete || q.Exclusive, "no_ack": false, "alias": nil, "bindings": bindings,
+			"no_declare": q.NoDeclare, "expires": nil, "message_ttl": nil, "max_length": nil, "max_length_bytes": nil,
+			"max_priority": nil, "queue_arguments": mapOrNil(q.Arguments), "binding_arguments": mapOrNil(q.BindingArguments),
+			"consumer_arguments": nil, "exchange": exchangeInfo(q.Exchange),
 		})
 	}
 	return out
+}
+
+func exchangeInfo(e broker.Exchange) map[string]any {
+	return map[string]any{"name": e.Name, "type": e.Kind(), "arguments": mapOrNil(e.Arguments), "durable": e.Durable(),
+		"passive": false, "auto_delete": e.AutoDelete, "delivery_mode": nil, "no_declare": e.NoDeclare}
+}
+
+// mapOrNil: kombu reports unset arguments as None.
+func mapOrNil(m map[string]any) any {
+	if len(m) == 0 {
+		return nil
+	}
+	return m
 }
 
 func nilIfZero(d time.Duration) any {

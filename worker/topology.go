@@ -118,10 +118,14 @@ func (w *Worker) retryRoute(info broker.DeliveryInfo, eta *time.Time) broker.Rou
 	if eta != nil {
 		r.ETA = *eta
 	}
-	if info.Queue == "" {
+	queue := info.Queue
+	if queue == "" && info.Exchange == "" {
+		queue = info.RoutingKey // the default exchange routes by queue name
+	}
+	if queue == "" {
 		return r
 	}
-	q, err := w.queueDef(info.Queue)
+	q, err := w.queueDef(queue)
 	if err != nil {
 		return r
 	}

@@ -25,15 +25,19 @@ func TestWorkerDeclaresTopology(t *testing.T) {
 	reg := tasks.NewRegistry()
 	f := startWorker(t, reg, worker.Config{
 		Queues:   []string{testQueue, "other"},
-		Topology: broker.Topology{Queues: []broker.Queue{quorumTopic(testQueue)}, MaxPriority: 10, MissingQueueType: "quorum"},
+		Topology: broker.Topology{Queues: []broker.Queue{quorumTopic(testQueue)}, MissingQueueType: "quorum"},
 	})
 	q, ok := f.b.Declared(testQueue)
-	if !ok || !q.Quorum() || q.Exchange.Kind() != "topic" || q.MaxPriority() != 10 {
+	if !ok || !q.Quorum() || q.Exchange.Kind() != "topic" {
 		t.Errorf("declared %+v", q)
 	}
 	o, ok := f.b.Declared("other")
-	if !ok || !o.Quorum() || o.Exchange.Name != "other" || o.Exchange.Kind() != "direct" || o.MaxPriority() != 10 {
+	if !ok || !o.Quorum() || o.Exchange.Name != "other" || o.Exchange.Kind() != "direct" {
 		t.Errorf("missing queue declared %+v", o)
+	}
+	prio := startWorker(t, reg, worker.Config{Topology: broker.Topology{MaxPriority: 10}})
+	if p, _ := prio.b.Declared(testQueue); p.MaxPriority() != 10 || p.Quorum() {
+		t.Errorf("task_queue_max_priority: declared %+v", p)
 	}
 	// task_create_missing_queues off: an undefined queue is refused at once.
 	_, err := worker.New(worker.Config{Broker: brokertest.New(), Registry: reg, Queues: []string{"nope"},
