@@ -75,6 +75,7 @@ type ackChannel interface {
 	Ack(tag uint64, multiple bool) error
 	Nack(tag uint64, multiple, requeue bool) error
 	Reject(tag uint64, requeue bool) error
+	Close() error
 }
 
 var _ ackChannel = (*amqp091.Channel)(nil)
@@ -254,10 +255,18 @@ func (a *acker) writeLocked(all bool, then func() error) error {
 	}
 	if err != nil {
 		a.mu.Lock()
-		if a.err == nil {
+		first := a.err == nil
+		if first {
 			a.err = err
 		}
 		a.mu.Unlock()
+		if first {
+			// The acker is dead from here on. Close the channel too, so the
+			// broker requeues what it delivered and the worker sees the
+			// loss and reconnects, instead of holding messages that can
+			// never be settled.
+			_ = a.ch.Close()
+		}
 	}
 	w.err = err
 	close(w.done)

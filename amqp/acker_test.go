@@ -30,6 +30,7 @@ func (f *fakeChannel) Nack(tag uint64, multiple, requeue bool) error {
 func (f *fakeChannel) Reject(tag uint64, requeue bool) error {
 	return f.add(fmt.Sprintf("reject %d requeue=%v", tag, requeue))
 }
+func (f *fakeChannel) Close() error { return f.add("close") }
 func (f *fakeChannel) got() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -15,7 +15,12 @@ import (
 // into one Go channel of broker.Delivery, acknowledgements batched by the
 // acker.
 type consumer struct {
-	ch        *amqp091.Channel
+	ch *amqp091.Channel
+	// rpc serialises the synchronous methods on ch (qos, confirm.select,
+	// consume, cancel): amqp091 hands a reply to whichever caller waits
+	// first, so two at once may swap replies and both fail with "unexpected
+	// command received".
+	rpc       *sync.Mutex
 	global    bool // global QoS; false: per consumer (quorum queues)
 	ack       *acker
 	tagPrefix string
@@ -43,8 +48,13 @@ func startConsumer(ch *amqp091.Channel, tagPrefix string, queues []string, prefe
 	// confirm.select is the cheapest synchronous method RabbitMQ has: on a
 	// channel that never publishes it changes nothing, and its answer comes
 	// only after the acks before it are processed.
-	confirm := func() error { return ch.Confirm(false) }
-	c := &consumer{ch: ch, global: global, ack: newAcker(ch, confirm), tagPrefix: tagPrefix, out: make(chan broker.Delivery),
+	rpc := new(sync.Mutex)
+	confirm := func() error {
+		rpc.Lock()
+		defer rpc.Unlock()
+		return ch.Confirm(false)
+	}
+	c := &consumer{ch: ch, rpc: rpc, global: global, ack: newAcker(ch, confirm), tagPrefix: tagPrefix, out: make(chan broker.Delivery),
 		lost: make(chan struct{}), cancelled: make(chan struct{}), tags: map[string]string{}}
 	c.ack.setWindow(window)
 	chClosed := ch.NotifyClose(make(chan *amqp091.Error, 1))
@@ -91,7 +101,9 @@ func (c *consumer) add(queue string) error {
 		return nil
 	}
 	tag := fmt.Sprintf("%s-%d-%s", c.tagPrefix, c.n, queue)
+	c.rpc.Lock()
 	ds, err := c.ch.Consume(queue, tag, false, false, false, false, nil)
+	c.rpc.Unlock()
 	if err != nil {
 		return fmt.Errorf("amqp: consume queue %q: %w", queue, classify(err))
 	}
@@ -116,7 +128,7 @@ func (c *consumer) remove(queue string) error {
 	if !ok {
 		return nil
 	}
-	if err := c.ch.Cancel(tag, false); err != nil && !errors.Is(err, amqp091.ErrClosed) {
+	if err := c.cancelTag(tag); err != nil && !errors.Is(err, amqp091.ErrClosed) {
 		return fmt.Errorf("amqp: cancel consumer of %q: %w", queue, err)
 	}
 	return nil
@@ -141,6 +153,19 @@ func (c *consumer) forward(d *amqp091.Delivery, queue string) {
 	}
 }
 
+func (c *consumer) cancelTag(tag string) error {
+	c.rpc.Lock()
+	defer c.rpc.Unlock()
+	return c.ch.Cancel(tag, false)
+}
+
+// qos sets the prefetch window on the channel.
+func (c *consumer) qos(n int) error {
+	c.rpc.Lock()
+	defer c.rpc.Unlock()
+	return c.ch.Qos(n, 0, c.global)
+}
+
 func (c *consumer) cancel() error {
 	var errs []error
 	c.cancelOnce.Do(func() {
@@ -150,7 +175,7 @@ func (c *consumer) cancel() error {
 		c.tags = map[string]string{}
 		c.mu.Unlock()
 		for _, tag := range tags {
-			if err := c.ch.Cancel(tag, false); err != nil && !errors.Is(err, amqp091.ErrClosed) {
+			if err := c.cancelTag(tag); err != nil && !errors.Is(err, amqp091.ErrClosed) {
 				errs = append(errs, err)
 			}
 		}

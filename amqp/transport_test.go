@@ -227,3 +227,70 @@ func TestFailoverList(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Prefetch changes (the worker raises the window for each ETA message it
+// holds) and the early-ack barrier are both synchronous methods on the
+// consuming channel. amqp091 gives a reply to whichever caller waits
+// first, so unserialised they swapped replies ("unexpected command
+// received"), the ack failed, the task was not started and its message
+// was held for ever.
+func TestPrefetchChangesBesideEarlyAcks(t *testing.T) {
+	c := liveConn(t)
+	ctx := context.Background()
+	q := fmt.Sprintf("amqp-test-qos-ack-%d", time.Now().UnixNano())
+	if err := c.DeclareQueue(ctx, broker.NewQueue(q)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ch, _ := c.(*Conn).conn.Channel()
+		if ch != nil {
+			ch.QueueDelete(q, false, false, false)
+			ch.ExchangeDelete(q, false, false)
+			ch.Close()
+		}
+	})
+	const n = 600
+	for i := 0; i < n; i++ {
+		env := &protocol.Envelope{ContentType: "application/json", Body: []byte(fmt.Sprint(i))}
+		if err := c.PublishTask(ctx, broker.Route{RoutingKey: q}, env); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ds, err := c.Consume(ctx, []string{q}, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	qosErr := make(chan error, 1)
+	go func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				qosErr <- nil
+				return
+			default:
+			}
+			if err := c.SetPrefetch(8 + i%8); err != nil {
+				qosErr <- err
+				return
+			}
+		}
+	}()
+	for i := 0; i < n; i++ {
+		select {
+		case d, ok := <-ds:
+			if !ok {
+				t.Fatalf("deliveries ended after %d: %v", i, c.Err())
+			}
+			if err := broker.AckNow(d); err != nil {
+				t.Fatalf("ack %d: %v", i, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no delivery after %d of %d", i, n)
+		}
+	}
+	close(stop)
+	if err := <-qosErr; err != nil {
+		t.Fatalf("prefetch change: %v", err)
+	}
+}
