@@ -26,6 +26,7 @@ const (
 type workerFlags struct {
 	app, pool                         string
 	broker, backend, queues, hostname string
+	transportOptions                  string
 	level                             zerolog.Level
 	logFormat                         string
 	logfile, pidfile                  string
@@ -72,6 +73,7 @@ func workerFlagSet(name string, f *workerFlags) *pflag.FlagSet {
 		return def
 	}
 	fs.StringVarP(&f.broker, "broker", "b", env("CELERY_BROKER_URL", defaultBroker), "broker URL (env CELERY_BROKER_URL)")
+	fs.StringVar(&f.transportOptions, "broker-transport-options", env(envTransportOptions, ""), "kombu transport options of a redis:// broker, as JSON ({\"visibility_timeout\": 43200}) or key=value,... (env "+envTransportOptions+")")
 	fs.StringVar(&f.backend, "result-backend", env("CELERY_RESULT_BACKEND", defaultBackend), "result backend URL (env CELERY_RESULT_BACKEND); \"disabled\" stores nothing")
 	fs.StringVarP(&f.queues, "queues", "Q", "celery", "comma-separated queues to consume")
 	fs.StringVarP(&f.hostname, "hostname", "n", "celery@%h", "node name; %h, %n, %d are expanded as Celery does")

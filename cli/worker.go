@@ -15,7 +15,6 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/spf13/pflag"
 
-	"github.com/celeryworker/gocelery/amqp"
 	"github.com/celeryworker/gocelery/backends"
 	"github.com/celeryworker/gocelery/internal/redact"
 	"github.com/celeryworker/gocelery/metrics"
@@ -25,8 +24,9 @@ import (
 // Where each misconfigured setting is fixed, for the one line a failed
 // start ends with.
 const (
-	fixBroker  = "-b/--broker (CELERY_BROKER_URL)"
-	fixBackend = "--result-backend (CELERY_RESULT_BACKEND)"
+	fixBroker           = "-b/--broker (CELERY_BROKER_URL)"
+	fixTransportOptions = "--broker-transport-options (" + envTransportOptions + ")"
+	fixBackend          = "--result-backend (CELERY_RESULT_BACKEND)"
 )
 
 // session is one run of the worker command.
@@ -131,9 +131,13 @@ func (p Program) runWorker(ctx context.Context, g *globals, args []string, stdou
 		defer rb.Close()
 		backend = rb
 	}
-	transport, err := amqp.NewTransport(amqp.Params{URL: f.broker, Heartbeat: f.heartbeat})
+	transport, err := openTransport(transportParams{url: f.broker, options: f.transportOptions, heartbeat: f.heartbeat})
 	if err != nil {
-		return s.fail(fmt.Sprintf("cannot use the broker%s: %s; fix %s", s.urlUnlessQuoted(f.broker, err), s.redactErr(err), fixBroker))
+		fix := fixBroker
+		if strings.Contains(err.Error(), "transport option") {
+			fix = fixTransportOptions
+		}
+		return s.fail(fmt.Sprintf("cannot use the broker%s: %s; fix %s", s.urlUnlessQuoted(f.broker, err), s.redactErr(err), fix))
 	}
 
 	conc, minConc := f.concurrency, 0

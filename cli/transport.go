@@ -1,0 +1,48 @@
+package cli
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/celeryworker/gocelery/amqp"
+	"github.com/celeryworker/gocelery/broker"
+	"github.com/celeryworker/gocelery/redisbroker"
+)
+
+// envTransportOptions is where --broker-transport-options is read from
+// when the flag is not given (Celery's broker_transport_options).
+const envTransportOptions = "CELERY_BROKER_TRANSPORT_OPTIONS"
+
+// transportParams are the broker settings a command was given.
+type transportParams struct {
+	url string
+	// options: kombu's transport options, as JSON or key=value pairs.
+	options   string
+	heartbeat time.Duration // AMQP only
+}
+
+// openTransport picks the transport by the URL's scheme: redis://,
+// rediss:// and sentinel:// are kombu's Redis transport, anything else
+// goes to the AMQP transport (which names the schemes it takes when it
+// refuses one). This is the only place that knows the transports.
+func openTransport(p transportParams) (broker.Transport, error) {
+	if redisbroker.Handles(p.url) {
+		opts, err := redisbroker.ParseOptions(p.options)
+		if err != nil {
+			return nil, broker.Misconfigured(fmt.Errorf("--broker-transport-options: %w", err))
+		}
+		tr, err := redisbroker.NewTransport(redisbroker.Params{URL: p.url, Options: opts})
+		if err != nil {
+			return nil, err
+		}
+		return tr, nil
+	}
+	if p.options != "" {
+		return nil, broker.Misconfigured(fmt.Errorf("--broker-transport-options: the AMQP transport takes none (they are for redis://, rediss:// and sentinel:// brokers)"))
+	}
+	tr, err := amqp.NewTransport(amqp.Params{URL: p.url, Heartbeat: p.heartbeat})
+	if err != nil {
+		return nil, err
+	}
+	return tr, nil
+}
