@@ -85,7 +85,8 @@ type consumer struct {
 	prefetch  int
 	unsettled map[uint64]*delivery
 	seq       uint64
-	stopping  bool // CancelConsume or close: take nothing more
+	gen, seen uint64 // CancelQueue bumps gen; fetch sees it between pops
+	stopping  bool   // CancelConsume or close: take nothing more
 	cancelled bool // CancelConsume ran: requeues go to the head, in order
 	ended     bool // close ran
 	acks      []string
@@ -190,8 +191,17 @@ func (c *Conn) CancelQueue(_ context.Context, queue string) error {
 		return nil
 	}
 	cs.mu.Lock()
+	defer cs.mu.Unlock()
 	cs.queues = slices.DeleteFunc(cs.queues, func(q string) bool { return q == queue })
-	cs.mu.Unlock()
+	// Wait for a pop that may still take from the queue (at most
+	// brpopTimeout): what it takes goes back, and once this returns
+	// nothing more is taken from the queue.
+	cs.gen++
+	target := cs.gen
+	cs.cond.Broadcast()
+	for cs.seen < target && !cs.stopping {
+		cs.cond.Wait()
+	}
 	return nil
 }
 
@@ -254,6 +264,10 @@ func (cs *consumer) credit() (int, []string, int) {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
 	for {
+		if cs.seen != cs.gen {
+			cs.seen = cs.gen
+			cs.cond.Broadcast()
+		}
 		if cs.stopping {
 			return 0, nil, 0
 		}
@@ -347,6 +361,12 @@ func (cs *consumer) deliver(list, raw string) bool {
 		m = &decoded{env: &protocol.Envelope{Body: []byte(raw)}, info: deliveryInfo{RoutingKey: queue}}
 	}
 	cs.mu.Lock()
+	if !slices.Contains(cs.queues, queue) {
+		// Taken by a pop that began before CancelQueue: back it goes.
+		cs.mu.Unlock()
+		cs.putBack(list, raw, m.tag)
+		return true
+	}
 	cs.seq++
 	d := &delivery{cons: cs, seq: cs.seq, tag: m.tag, env: m.env, info: broker.DeliveryInfo{
 		Exchange: m.info.Exchange, RoutingKey: m.info.RoutingKey, Redelivered: m.info.Redelivered, Priority: m.env.Priority}}
@@ -366,6 +386,21 @@ func (cs *consumer) deliver(list, raw string) bool {
 		return true
 	case <-cs.stop:
 		return false
+	}
+}
+
+// putBack returns a message popped for a queue no longer consumed to
+// the head of its list.
+func (cs *consumer) putBack(list, raw, tag string) {
+	ctx := context.Background()
+	var err error
+	if tag == "" {
+		err = cs.c.c.RPush(ctx, list, raw).Err()
+	} else {
+		err = cs.c.restoreTags(ctx, []string{tag}, true)
+	}
+	if err != nil {
+		cs.failed(err)
 	}
 }
 

@@ -179,7 +179,13 @@ func (t *target) client(o *Options, name string) (redis.UniversalClient, error) 
 	}
 	cn := o.ClientName
 	if cn == "" {
-		cn = name
+		// CLIENT SETNAME takes no spaces or special characters.
+		cn = strings.Map(func(r rune) rune {
+			if r <= ' ' || r > '~' {
+				return '_'
+			}
+			return r
+		}, name)
 	}
 	readTimeout := o.SocketTimeout
 	if readTimeout == 0 {
