@@ -95,6 +95,11 @@ class Worker:
         with open(self.logpath, "rb") as f:
             return f.read().decode("utf-8", "replace")[-6000:]
 
+    def logtext_full(self):
+        self.log.flush()
+        with open(self.logpath, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
     def alive(self):
         return self.proc.poll() is None
 

@@ -5,6 +5,7 @@ two workers can be compared case by case:
     celery -A pytasks worker -Q some-queue
 """
 import builtins
+import json
 import os
 import time
 
@@ -21,6 +22,8 @@ app = Celery(
 app.conf.accept_content = ["json", "msgpack"]
 app.conf.task_track_started = bool(os.environ.get("INTEROP_TRACK_STARTED"))
 app.conf.broker_connection_retry_on_startup = True
+# As gocelery reads --broker-transport-options (JSON here only).
+app.conf.broker_transport_options = json.loads(os.environ.get("CELERY_BROKER_TRANSPORT_OPTIONS") or "{}")
 
 
 def _number(v):
