@@ -58,7 +58,8 @@ for s = 0, steps - 1 do
             if type(ex) ~= 'string' then ex = '' end
             if type(rk) ~= 'string' then rk = '' end
             redis.call('HSET', KEYS[1], tag, '[' .. item .. ', ' .. cjson.encode(ex) .. ', ' .. cjson.encode(rk) .. ']')
-            redis.call('ZADD', KEYS[2], ARGV[2], tag)
+            -- 10 µs apart, so the index keeps the order they were taken in
+            redis.call('ZADD', KEYS[2], tonumber(ARGV[2]) + got * 0.00001, tag)
           end
         end
         out[#out + 1] = key
@@ -314,9 +315,9 @@ func (cs *consumer) fetch() {
 			}
 			res = kv
 		}
-		for i := 0; i+1 < len(res); i += 2 {
-			if !cs.deliver(res[i], res[i+1]) {
-				return
+		for _, d := range cs.take(res) {
+			if !cs.hand(d) {
+				return // the rest stay unsettled: CancelConsume or Close restores them
 			}
 		}
 	}
@@ -350,34 +351,45 @@ func unackedValue(raw, exchange, routingKey string) string {
 	return string(append(b, ']'))
 }
 
-// deliver hands one popped message to the worker; false when stopping
-// (the message stays unsettled and CancelConsume or Close restores it).
-func (cs *consumer) deliver(list, raw string) bool {
-	queue := cs.c.k.queueOf(list)
-	m, err := decodeMessage([]byte(raw))
-	if err != nil {
-		// Not kombu's envelope: hand it over undecoded, so the worker
-		// logs and rejects it as any invalid message.
-		m = &decoded{env: &protocol.Envelope{Body: []byte(raw)}, info: deliveryInfo{RoutingKey: queue}}
-	}
-	cs.mu.Lock()
-	if !slices.Contains(cs.queues, queue) {
-		// Taken by a pop that began before CancelQueue: back it goes.
-		cs.mu.Unlock()
-		cs.putBack(list, raw, m.tag)
-		return true
-	}
-	cs.seq++
-	d := &delivery{cons: cs, seq: cs.seq, tag: m.tag, env: m.env, info: broker.DeliveryInfo{
-		Exchange: m.info.Exchange, RoutingKey: m.info.RoutingKey, Redelivered: m.info.Redelivered, Priority: m.env.Priority}}
-	cs.unsettled[d.seq] = d
-	if cs.strategy == "round_robin" {
-		// kombu's fair cycle: the queue just served goes last.
-		if i := slices.Index(cs.queues, queue); i >= 0 && i < len(cs.queues)-1 {
-			cs.queues = append(slices.Delete(cs.queues, i, i+1), queue)
+// take registers the popped messages (key, message pairs) as unsettled
+// deliveries before any is handed over, so a stop midway leaves none
+// untracked.
+func (cs *consumer) take(res []string) []*delivery {
+	out := make([]*delivery, 0, len(res)/2)
+	for i := 0; i+1 < len(res); i += 2 {
+		list, raw := res[i], res[i+1]
+		queue := cs.c.k.queueOf(list)
+		m, err := decodeMessage([]byte(raw))
+		if err != nil {
+			// Not kombu's envelope: hand it over undecoded, so the worker
+			// logs and rejects it as any invalid message.
+			m = &decoded{env: &protocol.Envelope{Body: []byte(raw)}, info: deliveryInfo{RoutingKey: queue}}
 		}
+		cs.mu.Lock()
+		if !slices.Contains(cs.queues, queue) {
+			// Taken by a pop that began before CancelQueue: back it goes.
+			cs.mu.Unlock()
+			cs.putBack(list, raw, m.tag)
+			continue
+		}
+		cs.seq++
+		d := &delivery{cons: cs, seq: cs.seq, tag: m.tag, env: m.env, info: broker.DeliveryInfo{
+			Exchange: m.info.Exchange, RoutingKey: m.info.RoutingKey, Redelivered: m.info.Redelivered, Priority: m.env.Priority}}
+		cs.unsettled[d.seq] = d
+		if cs.strategy == "round_robin" {
+			// kombu's fair cycle: the queue just served goes last.
+			if i := slices.Index(cs.queues, queue); i >= 0 && i < len(cs.queues)-1 {
+				cs.queues = append(slices.Delete(cs.queues, i, i+1), queue)
+			}
+		}
+		cs.mu.Unlock()
+		out = append(out, d)
 	}
-	cs.mu.Unlock()
+	return out
+}
+
+// hand gives one delivery to the worker; false when stopping.
+func (cs *consumer) hand(d *delivery) bool {
 	select {
 	case cs.out <- d:
 		cs.mu.Lock()

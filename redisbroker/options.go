@@ -109,7 +109,7 @@ func ParseOptions(s string) (map[string]any, error) {
 		return m, nil
 	}
 	m := map[string]any{}
-	for _, part := range strings.Split(s, ",") {
+	for _, part := range splitTop(s) {
 		if part = strings.TrimSpace(part); part == "" {
 			continue
 		}
@@ -124,6 +124,27 @@ func ParseOptions(s string) (map[string]any, error) {
 		m[strings.TrimSpace(k)] = val
 	}
 	return m, nil
+}
+
+// splitTop splits at the commas outside brackets, so a list value
+// (priority_steps=[0,3,6,9]) stays whole.
+func splitTop(s string) []string {
+	var out []string
+	depth, start := 0, 0
+	for i, r := range s {
+		switch r {
+		case '[', '{':
+			depth++
+		case ']', '}':
+			depth--
+		case ',':
+			if depth == 0 {
+				out = append(out, s[start:i])
+				start = i + 1
+			}
+		}
+	}
+	return append(out, s[start:])
 }
 
 // Apply sets the options named in m (kombu's names) on o.
@@ -271,7 +292,11 @@ func number(v any) (float64, error) {
 	case json.Number:
 		return x.Float64()
 	case string:
-		return strconv.ParseFloat(x, 64)
+		f, err := strconv.ParseFloat(x, 64)
+		if err != nil {
+			return 0, fmt.Errorf("want a number, got %q", x)
+		}
+		return f, nil
 	case int:
 		return float64(x), nil
 	}
