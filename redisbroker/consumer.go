@@ -88,8 +88,8 @@ type consumer struct {
 	seq       uint64
 	gen, seen uint64 // CancelQueue bumps gen; fetch sees it between pops
 	stopping  bool   // CancelConsume or close: take nothing more
-	cancelled bool // CancelConsume ran: requeues go to the head, in order
-	ended     bool // close ran
+	cancelled bool   // CancelConsume ran: requeues go to the head, in order
+	ended     bool   // close ran
 	acks      []string
 	requeue   []*delivery
 
