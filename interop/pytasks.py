@@ -23,7 +23,8 @@ app.conf.accept_content = ["json", "msgpack"]
 app.conf.task_track_started = bool(os.environ.get("INTEROP_TRACK_STARTED"))
 app.conf.broker_connection_retry_on_startup = True
 # As gocelery reads --broker-transport-options (JSON here only).
-app.conf.broker_transport_options = json.loads(os.environ.get("CELERY_BROKER_TRANSPORT_OPTIONS") or "{}")
+if os.environ.get("CELERY_BROKER_TRANSPORT_OPTIONS"):
+    app.conf.broker_transport_options = json.loads(os.environ["CELERY_BROKER_TRANSPORT_OPTIONS"])
 
 
 def _number(v):
