@@ -433,3 +433,37 @@ func TestDialFaults(t *testing.T) {
 		t.Errorf("refused: %v, want a retryable error", err)
 	}
 }
+
+func TestLostConnectionRestoredByTheNext(t *testing.T) {
+	f := newFixture(t, nil)
+	c := f.dial()
+	f.publish(c, "q", "1", "2", "3")
+	ds, _ := c.Consume(context.Background(), []string{"q"}, 3)
+	d1, d2 := recv(t, ds), recv(t, ds)
+	checkFor(t, func() bool { return f.unacked() == 3 }, "3 taken")
+	if err := d1.Ack(); err != nil {
+		t.Fatal(err)
+	}
+	c.fail(errors.New("network gone"))
+	<-c.Done()
+	select {
+	case <-d2.Lost():
+	default:
+		t.Fatal("a delivery of the dead connection is not lost")
+	}
+	if err := d2.Ack(); !errors.Is(err, broker.ErrClosed) {
+		t.Errorf("ack on a dead connection: %v", err)
+	}
+	if c.Err() == nil {
+		t.Error("Err() is nil after a failure")
+	}
+	// The next connection settles what the dead one could not: 1 was
+	// acked, 2 and 3 go back in order, at once.
+	f.dial()
+	if got := f.listIDs("q"); !slices.Equal(got, []string{"2", "3"}) {
+		t.Errorf("after reconnect %v", got)
+	}
+	if n := f.unacked(); n != 0 {
+		t.Errorf("unacked %d", n)
+	}
+}
