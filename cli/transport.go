@@ -46,3 +46,12 @@ func openTransport(p transportParams) (broker.Transport, error) {
 	}
 	return tr, nil
 }
+
+// transportNotes are what the transport was given but does not use, for
+// the start-up log.
+func transportNotes(tr broker.Transport) []string {
+	if rt, ok := tr.(*redisbroker.Transport); ok && len(rt.Options().Ignored) > 0 {
+		return []string{fmt.Sprintf("--broker-transport-options: %v accepted and ignored (they tune redis-py/kombu internals)", rt.Options().Ignored)}
+	}
+	return nil
+}

@@ -139,6 +139,9 @@ func (p Program) runWorker(ctx context.Context, g *globals, args []string, stdou
 		}
 		return s.fail(fmt.Sprintf("cannot use the broker%s: %s; fix %s", s.urlUnlessQuoted(f.broker, err), s.redactErr(err), fix))
 	}
+	for _, note := range transportNotes(transport) {
+		log.Info().Msg(note)
+	}
 
 	conc, minConc := f.concurrency, 0
 	if f.autoscaleMax > 0 {

@@ -112,11 +112,7 @@ class Worker:
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
-        with self.app.connection_for_write() as conn:
-            try:
-                conn.default_channel.queue_delete(self.queue)
-            except Exception:
-                pass
+        delete_queue(self.app, self.queue)
 
     def __repr__(self):
         return f"<{self.kind} worker {self.queue}>"
@@ -149,6 +145,24 @@ def start_worker(app):
 def kind(request):
     """The worker kind, for tests that start their own workers."""
     return request.param
+
+
+def delete_queue(app, queue):
+    """Deletes a queue the test made. On Redis kombu deletes only the
+    bindings its own channel declared, so the lists and binding sets go
+    by name."""
+    if ON_REDIS:
+        import redis
+        sep = "\x06\x16"
+        keys = [queue] + [f"{queue}{sep}{p}" for p in (3, 6, 9)]
+        keys += [f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}"]
+        redis.Redis.from_url(BROKER).delete(*keys)
+        return
+    with app.connection_for_write() as conn:
+        try:
+            conn.default_channel.queue_delete(queue)
+        except Exception:
+            pass
 
 
 def queue_depth(app, queue):

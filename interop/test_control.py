@@ -10,7 +10,7 @@ import uuid
 import pytest
 from celery.exceptions import TimeLimitExceeded
 
-from conftest import ON_REDIS, queue_depth, wait_for
+from conftest import ON_REDIS, delete_queue, queue_depth, wait_for
 from test_events import collect, drain_until
 
 T = 20
@@ -46,14 +46,6 @@ def consuming(app, w, queue):
         qs = (app.control.inspect([w.node], timeout=2).active_queues() or {}).get(w.node, [])
         return sum(1 for q in qs if q["name"] == queue)
     return consumers(app, queue)
-
-
-def delete_queue(app, queue):
-    with app.connection_for_write() as conn:
-        try:
-            conn.default_channel.queue_delete(queue)
-        except Exception:
-            pass
 
 
 def test_add_and_cancel_consumer(kind, start_worker, app):

@@ -10,7 +10,7 @@ import time
 import pytest
 import redis
 
-from conftest import BROKER, ON_REDIS, wait_for
+from conftest import BROKER, ON_REDIS, delete_queue, wait_for
 
 pytestmark = pytest.mark.skipif(not ON_REDIS, reason="Redis broker behaviour: set INTEROP_BROKER_URL=redis://...")
 
@@ -63,7 +63,7 @@ def test_python_and_gocelery_share_one_queue(start_worker, app):
         assert min(shares) > 0, f"one worker took everything: go {shares[0]}, py {shares[1]}"
         assert not {r.id for r in rs} & unacked_ids()
     finally:
-        rconn().delete(shared)
+        delete_queue(app, shared)
 
 
 def test_warm_shutdown_loses_no_task(kind, start_worker, app):

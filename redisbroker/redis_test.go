@@ -16,9 +16,10 @@ import (
 	"github.com/celeryworker/gocelery/protocol"
 )
 
-// The tests use the shared Redis on 127.0.0.1:6379, database 13, every key
-// under a prefix of their own, deleted at the end.
-const testURL = "redis://127.0.0.1:6379/13"
+// The tests use the shared Redis on 127.0.0.1:6379, database 4 (the
+// Redis broker's in CI), every key under a prefix of their own, deleted at
+// the end.
+const testURL = "redis://127.0.0.1:6379/4"
 
 type fixture struct {
 	t      *testing.T
@@ -38,7 +39,7 @@ func newFixture(t *testing.T, opts map[string]any) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379", DB: 13})
+	raw := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379", DB: 4})
 	f := &fixture{t: t, tr: tr, raw: raw, prefix: prefix}
 	t.Cleanup(func() {
 		ctx := context.Background()
@@ -358,7 +359,7 @@ func TestRoutingAndFanout(t *testing.T) {
 		t.Errorf("topic routing: q1 %v q2 %v", a, b)
 	}
 	// Events go over pub/sub on /<db>.celeryev/<routing key>.
-	sub := f.raw.PSubscribe(ctx, f.prefix+"/13.celeryev/*")
+	sub := f.raw.PSubscribe(ctx, f.prefix+"/4.celeryev/*")
 	defer sub.Close()
 	if _, err := sub.Receive(ctx); err != nil {
 		t.Fatal(err)
@@ -368,7 +369,7 @@ func TestRoutingAndFanout(t *testing.T) {
 		t.Fatal(err)
 	}
 	m, err := sub.ReceiveMessage(ctx)
-	if err != nil || m.Channel != f.prefix+"/13.celeryev/task.sent" {
+	if err != nil || m.Channel != f.prefix+"/4.celeryev/task.sent" {
 		t.Fatalf("event on %v: %v", m, err)
 	}
 }
@@ -414,7 +415,7 @@ func TestDialFaults(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	// A password the server does not have: refused like redis-py's AUTH.
-	tr, err := NewTransport(Params{URL: "redis://:wrong@127.0.0.1:6379/13"})
+	tr, err := NewTransport(Params{URL: "redis://:wrong@127.0.0.1:6379/4"})
 	if err != nil {
 		t.Fatal(err)
 	}
