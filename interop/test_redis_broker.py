@@ -80,9 +80,10 @@ def test_warm_shutdown_loses_no_task(kind, start_worker, app):
     waiting = ids_in_list(w.queue)
     held = set(ids) & unacked_ids()
     lost = set(ids) - set(done) - set(waiting) - held
+    assert not held, "taken but not started, still in unacked: restored only after visibility_timeout"
     if kind == "go":
-        assert not held, "taken but not started, still in unacked: restored only after visibility_timeout"
-        # In the order they were sent.
+        # In the order they were sent. (Python Celery 5.7 puts them back
+        # too, but out of order: docs/redis-broker.md.)
         assert waiting == [i for i in ids if i in set(waiting)]
     assert not lost, f"{len(lost)} tasks neither done nor queued nor unacked"
     again = start_worker(kind)
