@@ -2,6 +2,7 @@ package redisbroker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -95,4 +96,61 @@ func TestSentinelURL(t *testing.T) {
 	if n, err := c.Client().Do(ctx, "DBSIZE").Int(); err != nil || n == 0 {
 		t.Errorf("master DBSIZE %d, %v", n, err)
 	}
+}
+
+// TestServerGoneEndsTheConnection: a Redis that goes away ends the
+// connection (Done closes, Err says why, deliveries are lost); dialing
+// again works once it is back.
+func TestServerGoneEndsTheConnection(t *testing.T) {
+	dir := t.TempDir()
+	port := freePort(t)
+	args := []string{"--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir}
+	cmd := exec.Command("redis-server", args...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitListening(t, port)
+	tr, err := NewTransport(Params{URL: fmt.Sprintf("redis://127.0.0.1:%d/0", port)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	bc, err := tr.Dial(ctx, broker.DialParams{Name: "n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := bc.(*Conn)
+	if err := c.PublishTask(ctx, broker.Route{RoutingKey: "q"}, task("1", 0)); err != nil {
+		t.Fatal(err)
+	}
+	ds, _ := c.Consume(ctx, []string{"q"}, 1)
+	d := recv(t, ds)
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	select {
+	case <-c.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the connection did not end with the server")
+	}
+	if c.Err() == nil {
+		t.Error("Err() nil after the server went away")
+	}
+	select {
+	case <-d.Lost():
+	default:
+		t.Error("delivery not lost")
+	}
+	// Refused while it is down: may heal, so not a misconfiguration.
+	dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if _, err := tr.Dial(dctx, broker.DialParams{Name: "n"}); err == nil || errors.Is(err, broker.ErrMisconfigured) {
+		t.Fatalf("dial while down: %v", err)
+	}
+	startRedis(t, args...)
+	waitListening(t, port)
+	bc2, err := tr.Dial(ctx, broker.DialParams{Name: "n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bc2.Close()
 }
