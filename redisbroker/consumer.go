@@ -200,7 +200,17 @@ func (c *Conn) CancelQueue(_ context.Context, queue string) error {
 	cs.gen++
 	target := cs.gen
 	cs.cond.Broadcast()
-	for cs.seen < target && !cs.stopping {
+	// Bounded: a pop ends within brpopTimeout, but handing over what it
+	// took waits for the worker to read.
+	timedOut := false
+	timer := time.AfterFunc(3*brpopTimeout, func() {
+		cs.mu.Lock()
+		timedOut = true
+		cs.cond.Broadcast()
+		cs.mu.Unlock()
+	})
+	defer timer.Stop()
+	for cs.seen < target && !cs.stopping && !timedOut {
 		cs.cond.Wait()
 	}
 	return nil

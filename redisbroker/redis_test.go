@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -466,5 +467,40 @@ func TestLostConnectionRestoredByTheNext(t *testing.T) {
 	}
 	if n := f.unacked(); n != 0 {
 		t.Errorf("unacked %d", n)
+	}
+}
+
+func TestCancelQueueTakesNothingMore(t *testing.T) {
+	f := newFixture(t, nil)
+	c := f.dial()
+	ctx := context.Background()
+	if err := c.DeclareQueue(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := c.Consume(ctx, []string{"a", "b"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Cancel while a blocking pop on a and b is in flight.
+	checkFor(t, func() bool {
+		list, _ := f.raw.ClientList(ctx).Result()
+		return strings.Contains(list, "name=test_node@host") && strings.Contains(list, "cmd=brpop")
+	}, "the blocking pop")
+	if err := c.CancelQueue(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	f.publish(c, "a", "left")
+	f.publish(c, "b", "taken")
+	if got := idOf(recv(t, ds)); got != "taken" {
+		t.Errorf("got %s", got)
+	}
+	if got := f.listIDs("a"); !slices.Equal(got, []string{"left"}) {
+		t.Errorf("queue a %v: a cancelled queue was consumed", got)
+	}
+	if err := c.AddQueue(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if got := idOf(recv(t, ds)); got != "left" {
+		t.Errorf("after add_consumer got %s", got)
 	}
 }
