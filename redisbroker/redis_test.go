@@ -484,7 +484,12 @@ func TestCancelQueueTakesNothingMore(t *testing.T) {
 	// Cancel while a blocking pop on a and b is in flight.
 	checkFor(t, func() bool {
 		list, _ := f.raw.ClientList(ctx).Result()
-		return strings.Contains(list, "name=test_node@host") && strings.Contains(list, "cmd=brpop")
+		for _, line := range strings.Split(list, "\n") {
+			if strings.Contains(line, " name=test_node@host ") && strings.Contains(line, " cmd=brpop ") {
+				return true
+			}
+		}
+		return false
 	}, "the blocking pop")
 	if err := c.CancelQueue(ctx, "a"); err != nil {
 		t.Fatal(err)

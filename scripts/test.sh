@@ -32,5 +32,5 @@ echo "== interop on a Redis broker (both workers; its own DB, results in DB 1)"
 INTEROP_BROKER_URL="${INTEROP_REDIS_BROKER_URL:-redis://127.0.0.1:6379/4}" \
   GOCELERY_BIN="$PWD/.build/gocelery" GOCELERY_EXAMPLE_BIN="$PWD/.build/orders" .venv/bin/python -m pytest \
   interop/test_worker.py interop/test_semantics.py interop/test_canvas.py interop/test_control.py \
-  interop/test_events.py interop/test_cli.py interop/test_cli_client.py interop/test_redis_broker.py \
+  interop/test_events.py interop/test_cli.py interop/test_cli_client.py interop/test_client.py interop/test_redis_broker.py \
   -p no:cacheprovider "$@"
