@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/celeryworker/gocelery/amqp"
 	"github.com/celeryworker/gocelery/broker"
 	"github.com/celeryworker/gocelery/redisbroker"
@@ -27,6 +29,9 @@ type transportParams struct {
 // refuses one). This is the only place that knows the transports.
 func openTransport(p transportParams) (broker.Transport, error) {
 	if redisbroker.Handles(p.url) {
+		// go-redis logs each failed dial on its own; the worker's log
+		// already says the broker cannot be reached, with the retry delay.
+		redis.SetLogger(quietRedis{})
 		opts, err := redisbroker.ParseOptions(p.options)
 		if err != nil {
 			return nil, broker.Misconfigured(fmt.Errorf("--broker-transport-options: %w", err))

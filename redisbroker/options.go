@@ -42,6 +42,11 @@ type Options struct {
 	UnackedRestoreInterval time.Duration
 	UnackedRestoreThrottle int
 
+	// HealthCheckInterval: a consumer PINGs this often, so a server gone
+	// while the prefetch window is full (nothing else to send) still ends
+	// the connection (kombu's health_check_interval, default 25 s; 0: off).
+	HealthCheckInterval time.Duration
+
 	// SocketTimeout bounds commands other than the blocking pop;
 	// SocketConnectTimeout bounds connecting (0: the client's defaults).
 	SocketTimeout, SocketConnectTimeout time.Duration
@@ -81,12 +86,13 @@ func DefaultOptions() Options {
 		UnackedRestoreThrottle: 10,
 		QueueOrderStrategy:     "round_robin",
 		MaxConnections:         10,
+		HealthCheckInterval:    25 * time.Second,
 	}
 }
 
 // ignoredOptions are accepted for Celery configurations to run as they are.
 var ignoredOptions = []string{
-	"ack_emulation", "health_check_interval", "socket_keepalive", "socket_keepalive_options",
+	"ack_emulation", "socket_keepalive", "socket_keepalive_options",
 	"retry_on_timeout", "max_retries", "interval_start", "interval_step", "interval_max",
 	"polling_interval", "reauth_check_interval", "min_other_sentinels", "sentinel_fanout_compat",
 	"body_encoding", "deadletter_queue", "confirm_publish", "retry_policy",
@@ -205,6 +211,8 @@ func (o *Options) apply(k string, v any) error {
 		o.UnackedRestoreInterval, err = seconds(v, false)
 	case "unacked_restore_throttle":
 		o.UnackedRestoreThrottle, err = integer(v)
+	case "health_check_interval":
+		o.HealthCheckInterval, err = seconds(v, true)
 	case "socket_timeout":
 		o.SocketTimeout, err = seconds(v, true)
 	case "socket_connect_timeout":

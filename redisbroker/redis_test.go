@@ -22,6 +22,13 @@ import (
 // the end.
 const testURL = "redis://127.0.0.1:6379/4"
 
+// go-redis logs every failed dial; the dial-fault tests make some on purpose.
+func init() { redis.SetLogger(quiet{}) }
+
+type quiet struct{}
+
+func (quiet) Printf(context.Context, string, ...any) {}
+
 type fixture struct {
 	t      *testing.T
 	tr     *Transport

@@ -148,7 +148,8 @@ func (c *Conn) RestoreVisible(ctx context.Context) (int, error) {
 	return len(tags), nil
 }
 
-// maintain runs the consumer's periodic work: restore_visible at start and
+// maintain runs the consumer's periodic work: a PING every
+// health_check_interval, restore_visible at start and
 // every unacked_restore_interval × unacked_restore_throttle (as kombu's
 // event loop does), and keeps the messages this consumer holds visible to
 // no one else by moving their index score to now, so a live worker's ETA
@@ -169,10 +170,22 @@ func (cs *consumer) maintain() {
 	defer restore.Stop()
 	refresh := time.NewTicker(min(max(o.VisibilityTimeout/4, 100*time.Millisecond), time.Minute))
 	defer refresh.Stop()
+	var health <-chan time.Time
+	if o.HealthCheckInterval > 0 {
+		t := time.NewTicker(o.HealthCheckInterval)
+		defer t.Stop()
+		health = t.C
+	}
 	for {
 		select {
 		case <-cs.c.done:
 			return
+		case <-health:
+			if err := cs.c.c.Ping(ctx).Err(); err != nil {
+				cs.failed(err)
+				return
+			}
+			continue
 		case <-cs.stop:
 			// Still refresh what the worker holds until the connection
 			// closes.

@@ -110,7 +110,7 @@ func TestServerGoneEndsTheConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitListening(t, port)
-	tr, err := NewTransport(Params{URL: fmt.Sprintf("redis://127.0.0.1:%d/0", port)})
+	tr, err := NewTransport(Params{URL: fmt.Sprintf("redis://127.0.0.1:%d/0", port), Options: map[string]any{"health_check_interval": 0.2}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,6 +123,7 @@ func TestServerGoneEndsTheConnection(t *testing.T) {
 	if err := c.PublishTask(ctx, broker.Route{RoutingKey: "q"}, task("1", 0)); err != nil {
 		t.Fatal(err)
 	}
+	// The window is full: only the health check notices the server is gone.
 	ds, _ := c.Consume(ctx, []string{"q"}, 1)
 	d := recv(t, ds)
 	_ = cmd.Process.Kill()
