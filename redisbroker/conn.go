@@ -242,7 +242,12 @@ func (c *Conn) lookup(ctx context.Context, r redis.Cmdable, exchange, routingKey
 	if err != nil {
 		return nil, err
 	}
-	kind, _ := c.types.Load(exchange)
+	// kombu takes the exchange's type from what this connection declared,
+	// an unknown one being direct; here an unknown exchange's binding with
+	// a pattern is matched as the topic binding it is, so restoring a
+	// message published to a topic exchange nobody declared here does not
+	// drop it.
+	kind, known := c.types.Load(exchange)
 	seen := map[string]bool{}
 	var out []string
 	for _, m := range members {
@@ -252,10 +257,10 @@ func (c *Conn) lookup(ctx context.Context, r redis.Cmdable, exchange, routingKey
 		}
 		rk, pattern, queue := parts[0], parts[1], parts[2]
 		ok := false
-		switch kind {
-		case "topic":
+		switch {
+		case kind == "topic" || !known && pattern != "":
 			ok = matchPattern(pattern, routingKey)
-		case "fanout":
+		case kind == "fanout":
 			ok = true
 		default:
 			ok = rk == routingKey

@@ -366,6 +366,15 @@ func TestRoutingAndFanout(t *testing.T) {
 	if a, b := f.listIDs("q1"), f.listIDs("q2"); len(a) != 0 || !slices.Equal(b, []string{"t"}) {
 		t.Errorf("topic routing: q1 %v q2 %v", a, b)
 	}
+	// Another connection that never declared "ex" still routes by the
+	// stored pattern.
+	other := f.dial()
+	if err := other.PublishTask(ctx, broker.Route{Exchange: "ex", RoutingKey: "orders.paid"}, task("u", 0)); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := f.listIDs("q1"), f.listIDs("q2"); !slices.Equal(a, []string{"u"}) || !slices.Equal(b, []string{"t", "u"}) {
+		t.Errorf("undeclared topic routing: q1 %v q2 %v", a, b)
+	}
 	// Events go over pub/sub on /<db>.celeryev/<routing key>.
 	sub := f.raw.PSubscribe(ctx, f.prefix+"/4.celeryev/*")
 	defer sub.Close()
