@@ -15,7 +15,6 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/pflag"
 
-	"github.com/celeryworker/gocelery/amqp"
 	"github.com/celeryworker/gocelery/backends"
 	"github.com/celeryworker/gocelery/broker"
 	"github.com/celeryworker/gocelery/client"
@@ -45,8 +44,8 @@ const connectTimeout = 15 * time.Second
 
 // newTransport builds the broker transport for a URL; tests replace it
 // with an in-memory broker.
-var newTransport = func(url string) (broker.Transport, error) {
-	return amqp.NewTransport(amqp.Params{URL: url})
+var newTransport = func(url, options string) (broker.Transport, error) {
+	return openTransport(transportParams{url: url, options: options})
 }
 
 // connFlags are the broker and backend options every producer command
@@ -54,11 +53,13 @@ var newTransport = func(url string) (broker.Transport, error) {
 // before the command, else CELERY_BROKER_URL / CELERY_RESULT_BACKEND, else
 // Celery's defaults.
 type connFlags struct {
-	broker, backend string
+	broker, backend  string
+	transportOptions string
 }
 
 func addConnFlags(fs *pflag.FlagSet, f *connFlags, backend bool) {
 	fs.StringVarP(&f.broker, "broker", "b", "", "broker URL (env CELERY_BROKER_URL; default "+redact.URL(defaultBroker)+")")
+	fs.StringVar(&f.transportOptions, "broker-transport-options", "", "Redis broker options as JSON or key=value,... (env "+envTransportOptions+")")
 	if backend {
 		fs.StringVar(&f.backend, "result-backend", "", "result backend URL (env CELERY_RESULT_BACKEND; default "+defaultBackend+")")
 	} else {
@@ -80,6 +81,7 @@ func (f *connFlags) resolve(g *globals) {
 		g = &globals{}
 	}
 	f.broker = pick(f.broker, g.broker, "CELERY_BROKER_URL", defaultBroker)
+	f.transportOptions = pick(f.transportOptions, "", envTransportOptions, "")
 	f.backend = pick(f.backend, g.backend, "CELERY_RESULT_BACKEND", defaultBackend)
 }
 
@@ -129,7 +131,7 @@ func urlUnlessQuoted(url string, err error) string {
 
 // connectBroker dials the broker for the client.
 func (r *cmdRun) connectBroker(ctx context.Context, rb *backends.Redis) (*client.Client, int) {
-	tr, err := newTransport(r.conn.broker)
+	tr, err := newTransport(r.conn.broker, r.conn.transportOptions)
 	if err != nil {
 		return nil, r.failf("cannot use the broker%s: %v; fix %s", urlUnlessQuoted(r.conn.broker, err), err, fixBroker)
 	}

@@ -33,7 +33,7 @@ func memBroker(t *testing.T) *brokertest.Broker {
 	t.Helper()
 	b := brokertest.New()
 	saved := newTransport
-	newTransport = func(string) (broker.Transport, error) { return b, nil }
+	newTransport = func(string, string) (broker.Transport, error) { return b, nil }
 	t.Cleanup(func() { newTransport = saved })
 	return b
 }

@@ -30,6 +30,7 @@ type workerFlags struct {
 	app, pool                         string
 	broker, backend, queues, hostname string
 	backendOptions                    map[string]any // result_backend_transport_options
+	transportOptions                  string
 	level                             zerolog.Level
 	logFormat                         string
 	logfile, pidfile                  string
@@ -83,6 +84,7 @@ func workerFlagSet(name string, f *workerFlags) *pflag.FlagSet {
 		return def
 	}
 	fs.StringVarP(&f.broker, "broker", "b", env("CELERY_BROKER_URL", defaultBroker), "broker URL (env CELERY_BROKER_URL)")
+	fs.StringVar(&f.transportOptions, "broker-transport-options", env(envTransportOptions, ""), "kombu transport options of a redis:// broker, as JSON ({\"visibility_timeout\": 43200}) or key=value,... (env "+envTransportOptions+")")
 	fs.StringVar(&f.backend, "result-backend", env("CELERY_RESULT_BACKEND", defaultBackend), "result backend URL (env CELERY_RESULT_BACKEND); \"disabled\" stores nothing")
 	fs.Var(optionsValue{&f.backendOptions}, "result-backend-transport-options", "JSON object of Celery's result_backend_transport_options, e.g. '{\"master_name\": \"mymaster\"}' for sentinel:// (env CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS)")
 	fs.StringVarP(&f.queues, "queues", "Q", "celery", "comma-separated queues to consume")

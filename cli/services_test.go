@@ -166,8 +166,12 @@ func TestMisconfigurationFailsFast(t *testing.T) {
 		want   []string // in the last line
 		secret string   // must not appear anywhere
 	}{
-		{name: "redis broker", args: []string{"-b", "redis://127.0.0.1:6379/0"},
-			want: []string{"-b/--broker (CELERY_BROKER_URL)", "redis"}},
+		{name: "redis wrong password", args: []string{"-b", "redis://:Wr0ngPw-r3@127.0.0.1:6379/4"},
+			want: []string{"-b/--broker (CELERY_BROKER_URL)", "password"}, secret: "Wr0ngPw-r3"},
+		{name: "redis transport option misspelt", args: []string{"-b", "redis://127.0.0.1:6379/4", "--broker-transport-options", "visiblity_timeout=60"},
+			want: []string{"--broker-transport-options (CELERY_BROKER_TRANSPORT_OPTIONS)", "visiblity_timeout"}},
+		{name: "sentinel without master_name", args: []string{"-b", "sentinel://127.0.0.1:26379"},
+			want: []string{"--broker-transport-options (CELERY_BROKER_TRANSPORT_OPTIONS)", "master_name"}},
 		{name: "unknown scheme", args: []string{"-b", "foo://x"},
 			want: []string{"-b/--broker (CELERY_BROKER_URL)", "foo"}},
 		{name: "wrong password", args: []string{"-b", "amqp://guest:Wr0ngPw-x9@127.0.0.1:5672//"},

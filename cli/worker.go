@@ -16,7 +16,6 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/spf13/pflag"
 
-	"github.com/celeryworker/gocelery/amqp"
 	"github.com/celeryworker/gocelery/backends"
 	"github.com/celeryworker/gocelery/internal/redact"
 	"github.com/celeryworker/gocelery/metrics"
@@ -26,8 +25,9 @@ import (
 // Where each misconfigured setting is fixed, for the one line a failed
 // start ends with.
 const (
-	fixBroker  = "-b/--broker (CELERY_BROKER_URL)"
-	fixBackend = "--result-backend (CELERY_RESULT_BACKEND)"
+	fixBroker           = "-b/--broker (CELERY_BROKER_URL)"
+	fixTransportOptions = "--broker-transport-options (" + envTransportOptions + ")"
+	fixBackend          = "--result-backend (CELERY_RESULT_BACKEND)"
 )
 
 // session is one run of the worker command.
@@ -139,9 +139,16 @@ func (p Program) runWorker(ctx context.Context, g *globals, args []string, stdou
 	if err != nil {
 		return s.fail(err.Error())
 	}
-	transport, err := amqp.NewTransport(amqp.Params{URL: f.broker, Heartbeat: f.heartbeat, FailoverStrategy: f.failoverStrategy})
+	transport, err := openTransport(transportParams{url: f.broker, options: f.transportOptions, heartbeat: f.heartbeat, failover: f.failoverStrategy})
 	if err != nil {
-		return s.fail(fmt.Sprintf("cannot use the broker%s: %s; fix %s", s.urlUnlessQuoted(f.broker, err), s.redactErr(err), fixBroker))
+		fix := fixBroker
+		if strings.Contains(err.Error(), "transport option") {
+			fix = fixTransportOptions
+		}
+		return s.fail(fmt.Sprintf("cannot use the broker%s: %s; fix %s", s.urlUnlessQuoted(f.broker, err), s.redactErr(err), fix))
+	}
+	for _, note := range transportNotes(transport) {
+		log.Info().Msg(note)
 	}
 
 	conc, minConc := f.concurrency, 0

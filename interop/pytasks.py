@@ -27,6 +27,9 @@ app.conf.task_track_started = bool(os.environ.get("INTEROP_TRACK_STARTED"))
 app.conf.broker_connection_retry_on_startup = True
 # Queue topology as gocelery's flags/env give it (test_topology.py).
 app.conf.update(conf_from_env(os.environ))
+# As gocelery reads --broker-transport-options (JSON here only).
+if os.environ.get("CELERY_BROKER_TRANSPORT_OPTIONS"):
+    app.conf.broker_transport_options = json.loads(os.environ["CELERY_BROKER_TRANSPORT_OPTIONS"])
 
 
 def _number(v):

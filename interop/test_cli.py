@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from conftest import BACKEND, BROKER, HERE, HOST, LOGDIR, ROOT, wait_for
+from conftest import BACKEND, BROKER, HERE, HOST, LOGDIR, ROOT, amqp_only, wait_for
 
 T = 30
 
@@ -146,6 +146,7 @@ def test_example_program_export_retries_and_reports_progress(app, orders_worker)
     os.remove(out["path"])
 
 
+@amqp_only  # a ";" list of AMQP URLs; kombu's Redis takes lists only for sentinel://
 @pytest.mark.parametrize("kind", ["go", "py"])
 def test_failover_list_with_a_dead_first_url(app, kind):
     """broker_url as a ";" failover list whose first broker is down: the

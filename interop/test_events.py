@@ -5,7 +5,8 @@ import time
 import uuid
 
 import pytest
-from kombu import Consumer, Exchange, Queue
+from celery.events.event import get_exchange
+from kombu import Consumer, Queue
 
 from conftest import wait_for
 
@@ -16,7 +17,9 @@ def collect(app, conn):
     """Binds a queue to the celeryev exchange, as monitors do, and returns
     a drain function that appends the events received to a list."""
     events = []
-    q = Queue(f"interop-ev-{uuid.uuid4().hex[:8]}", Exchange("celeryev", type="topic"), routing_key="#",
+    # Celery's own choice of exchange: a topic on RabbitMQ, a fanout
+    # (PUBLISH/PSUBSCRIBE) on Redis.
+    q = Queue(f"interop-ev-{uuid.uuid4().hex[:8]}", get_exchange(conn), routing_key="#",
               durable=False, auto_delete=True, exclusive=True)
 
     def on_message(body, message):
@@ -32,6 +35,9 @@ def collect(app, conn):
         except socket.timeout:
             pass
 
+    # On Redis the events are pub/sub: kombu subscribes on the first
+    # drain, and what is published before that reaches no one.
+    drain()
     return drain, events
 
 

@@ -50,6 +50,9 @@ def test_retry_message_runs_on_the_other_worker(start_worker, app):
         # the delivery's exchange and routing key, so publish through the
         # other queue's exchange with the first worker's routing key bound too.
         with app.connection_for_write() as conn:
+            # Declared as the worker declared it (a no-op on RabbitMQ); on
+            # Redis the binding needs the exchange known to this channel.
+            conn.default_channel.exchange_declare(first.queue, "direct", durable=True, auto_delete=False)
             conn.default_channel.queue_bind(second.queue, exchange=first.queue, routing_key="retry-" + tid)
         r = app.send_task("gocelery.flaky", args=[1], task_id=tid, exchange=first.queue,
                           routing_key="retry-" + tid)

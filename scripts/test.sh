@@ -11,7 +11,7 @@ bash scripts/venv.sh >/dev/null
 echo "== go vet"
 go vet ./...
 echo "== the worker knows no broker library"
-if go list -deps ./worker | grep -E 'amqp091|gocelery/amqp$'; then
+if go list -deps ./worker | grep -E 'amqp091|gocelery/amqp$|gocelery/redisbroker$'; then
   echo "worker/ must reach brokers only through broker/ (see the list above)" >&2
   exit 1
 fi
@@ -30,3 +30,11 @@ echo "== faults (own RabbitMQ node and Redis servers; about two minutes)"
 timeout 600 .venv/bin/python interop/faults/run.py --worker go --check
 echo "== interop (Python Celery against gocelery and the Python worker)"
 GOCELERY_BIN="$PWD/.build/gocelery" GOCELERY_EXAMPLE_BIN="$PWD/.build/orders" .venv/bin/python -m pytest interop -p no:cacheprovider "$@"
+echo "== interop on a Redis broker (both workers; its own DB, results in DB 1)"
+# A representative part of the suite: the same tests, the broker swapped;
+# AMQP-only cases skip themselves, test_redis_broker.py runs only here.
+INTEROP_BROKER_URL="${INTEROP_REDIS_BROKER_URL:-redis://127.0.0.1:6379/4}" \
+  GOCELERY_BIN="$PWD/.build/gocelery" GOCELERY_EXAMPLE_BIN="$PWD/.build/orders" .venv/bin/python -m pytest \
+  interop/test_worker.py interop/test_semantics.py interop/test_canvas.py interop/test_control.py \
+  interop/test_events.py interop/test_cli.py interop/test_cli_client.py interop/test_client.py interop/test_redis_broker.py \
+  -p no:cacheprovider "$@"

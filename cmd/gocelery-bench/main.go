@@ -29,14 +29,21 @@ import (
 type bench struct {
 	root      string
 	brokerURL string
-	redisURL  string
-	python    string
-	goBin     string
-	profBin   string
-	conn      *amqp.Connection
-	rdb       *redis.Client
-	tmpl      map[string]*template
-	verbose   bool
+	// R1: the Redis broker, its client and captured message; listDepth,
+	// when set, is where wait and validate read a queue's depth (LLEN)
+	// instead of RabbitMQ.
+	redisBrokerURL string
+	rbroker        *redis.Client
+	rtmpl          *redisTemplate
+	listDepth      *redis.Client
+	redisURL       string
+	python         string
+	goBin          string
+	profBin        string
+	conn           *amqp.Connection
+	rdb            *redis.Client
+	tmpl           map[string]*template
+	verbose        bool
 
 	n, runs, pyN, pyRuns  int
 	goC, goPrefetchMult   int
@@ -88,9 +95,10 @@ func main() {
 	flag.IntVar(&b.p1SeqN, "p1-seq-n", 3000, "P1 tasks published by the Go client from one goroutine (a confirm per task)")
 	flag.IntVar(&b.p1PyN, "p1-py-n", 2000, "P1 tasks Python's send_task publishes per run")
 	flag.IntVar(&b.p1Par, "p1-par", 64, "P1 goroutines sharing one Go client in the concurrent run")
-	flag.StringVar(&workloads, "workloads", "W1,W2,W3,W4,W5,P1", "workloads to run (P1: publish rate of the Go client and Python's send_task)")
+	flag.StringVar(&workloads, "workloads", "W1,W2,W3,W4,W5,P1,R1", "workloads to run (P1: publish rate of the Go client and Python's send_task; R1: W1 on a Redis broker)")
 	flag.StringVar(&impls, "impls", "ceiling,gocelery,python", "implementations to run")
 	flag.StringVar(&b.brokerURL, "broker", "amqp://guest:guest@127.0.0.1:5672//", "RabbitMQ URL")
+	flag.StringVar(&b.redisBrokerURL, "redis-broker", "redis://127.0.0.1:6379/6", "Redis broker for R1 (its own db; the bench deletes only its keys)")
 	flag.StringVar(&b.redisURL, "redis", "redis://127.0.0.1:6379/5", "Redis result backend (the bench deletes only the keys it made)")
 	flag.StringVar(&b.python, "python", ".venv/bin/python", "Python with celery 5.7")
 	flag.StringVar(&b.goBin, "bin", ".build/gocelery", "gocelery binary")
@@ -130,6 +138,8 @@ func main() {
 			rep.w5 = b.memory()
 		case "P1":
 			rep.p1 = b.publishRates()
+		case "R1":
+			rep.r1 = b.redisThroughput()
 		case "":
 		default:
 			fmt.Fprintf(os.Stderr, "unknown workload %q\n", w)
@@ -370,7 +380,7 @@ func (b *bench) wait(q string, ids []string, base int64, results bool, c *ceilin
 		// only when needed, so the probing does not compete for the CPUs.
 		ready := lastReady
 		if t0.IsZero() || (!results && c == nil) || now.Sub(lastProbe) > 100*time.Millisecond {
-			r, _, err := probe.get(q)
+			r, err := b.depth(probe, q)
 			if err != nil {
 				return runResult{invalid: "queue probe: " + err.Error()}
 			}
@@ -431,6 +441,17 @@ func (b *bench) wait(q string, ids []string, base int64, results bool, c *ceilin
 	}
 }
 
+// depth is the number of ready messages in q: RabbitMQ's ready count, or
+// the list's length on the Redis broker (R1).
+func (b *bench) depth(p *depthProbe, q string) (int, error) {
+	if b.listDepth != nil {
+		n, err := b.listDepth.LLen(context.Background(), q).Result()
+		return int(n), err
+	}
+	r, _, err := p.get(q)
+	return r, err
+}
+
 // validate: every task id has a SUCCESS document (results), or nothing
 // is left in the queue and nothing but SUCCESS was stored (ignore_result).
 func (b *bench) validate(q string, ids []string, results bool) string {
@@ -439,7 +460,7 @@ func (b *bench) validate(q string, ids []string, results bool) string {
 	if err != nil {
 		return err.Error()
 	}
-	ready, _, err := probe.get(q)
+	ready, err := b.depth(probe, q)
 	probe.close()
 	if err != nil {
 		return "queue probe: " + err.Error()

@@ -14,6 +14,7 @@ type report struct {
 	w3         map[string]rttResult
 	w5         map[string]memResult
 	p1         *publishResult
+	r1         map[string][]runResult
 }
 
 // agg summarizes the runs of one implementation: median and range of the
@@ -98,6 +99,7 @@ func (r *report) print(w io.Writer, took time.Duration) {
 	fmt.Fprintln(w, "| workload | implementation | tasks | tasks/s median [min-max] | latency p50 / p99 / max ms | peak RSS MiB | CPU ms per 1k tasks: worker / RabbitMQ / Redis | gocelery/ceiling | gocelery/Python |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|")
 	var targets []target
+	ceilName := "ceiling (raw amqp091+go-redis)"
 	tp := func(name string, m map[string][]runResult, desc string) (c, g, p agg) {
 		if m == nil {
 			return
@@ -106,7 +108,7 @@ func (r *report) print(w io.Writer, took time.Duration) {
 		for _, x := range []struct {
 			impl string
 			a    agg
-		}{{"ceiling (raw amqp091+go-redis)", c}, {"gocelery", g}, {"Python Celery 5.7", p}} {
+		}{{ceilName, c}, {"gocelery", g}, {"Python Celery 5.7", p}} {
 			if !x.a.present {
 				continue
 			}
@@ -135,6 +137,14 @@ func (r *report) print(w io.Writer, took time.Duration) {
 		targets = append(targets,
 			target{name: "W1 gocelery >= 0.85x ceiling", want: ">= 0.85x", got: ratio(g.med, c.med), known: g.ok && c.ok, pass: g.ok && c.ok && g.med >= 0.85*c.med},
 			target{name: "W1 gocelery >= 8x Python", want: ">= 8x", got: ratio(g.med, p.med), known: g.ok && p.ok, pass: g.ok && p.ok && g.med >= 8*p.med})
+	}
+	if r.r1 != nil {
+		ceilName = "ceiling (raw go-redis BRPOP)"
+		c, g, p := tp("R1", r.r1, "noop + results, Redis broker")
+		ceilName = "ceiling (raw amqp091+go-redis)"
+		targets = append(targets,
+			target{name: "R1 gocelery >= 0.8x Redis ceiling", want: ">= 0.8x", got: ratio(g.med, c.med), known: g.ok && c.ok, pass: g.ok && c.ok && g.med >= 0.8*c.med},
+			target{name: "R1 gocelery >= 10x Python (Redis broker)", want: ">= 10x", got: ratio(g.med, p.med), known: g.ok && p.ok, pass: g.ok && p.ok && g.med >= 10*p.med})
 	}
 	if r.w2 != nil {
 		c, g, _ := tp("W2", r.w2, "noop ignore_result")

@@ -25,8 +25,10 @@ import (
 
 	"github.com/celeryworker/gocelery/amqp"
 	"github.com/celeryworker/gocelery/backends"
+	"github.com/celeryworker/gocelery/broker"
 	"github.com/celeryworker/gocelery/client"
 	"github.com/celeryworker/gocelery/protocol"
+	"github.com/celeryworker/gocelery/redisbroker"
 )
 
 func main() {
@@ -40,15 +42,22 @@ func run(args []string) error {
 	if len(args) < 2 {
 		return errors.New("usage: goclient send|get|state|chain|chord|group ARGS...")
 	}
-	broker := os.Getenv("CELERY_BROKER_URL")
-	if broker == "" {
-		broker = "amqp://guest:guest@127.0.0.1:5672//"
+	brokerURL := os.Getenv("CELERY_BROKER_URL")
+	if brokerURL == "" {
+		brokerURL = "amqp://guest:guest@127.0.0.1:5672//"
 	}
 	backend := os.Getenv("CELERY_RESULT_BACKEND")
 	if backend == "" {
 		backend = "redis://127.0.0.1:6379/1"
 	}
-	tr, err := amqp.NewTransport(amqp.Params{URL: broker})
+	// The transport by the URL's scheme, as the gocelery CLI picks it.
+	var tr broker.Transport
+	var err error
+	if redisbroker.Handles(brokerURL) {
+		tr, err = redisbroker.NewTransport(redisbroker.Params{URL: brokerURL})
+	} else {
+		tr, err = amqp.NewTransport(amqp.Params{URL: brokerURL})
+	}
 	if err != nil {
 		return err
 	}
