@@ -23,6 +23,11 @@ type consumer struct {
 	// back in their queues and must not be started.
 	lost chan struct{}
 
+	// callMu serialises synchronous methods on ch (consume, cancel, qos,
+	// the acker's confirm): amqp091 hands a reply to whichever caller
+	// waits, so two calls at once could each get the other's answer.
+	callMu sync.Mutex
+
 	mu         sync.Mutex
 	tags       map[string]string // queue -> consumer tag
 	n          int               // consumers started, for unique tags
@@ -38,9 +43,9 @@ func startConsumer(ch *amqp091.Channel, tagPrefix string, queues []string, prefe
 	// confirm.select is the cheapest synchronous method RabbitMQ has: on a
 	// channel that never publishes it changes nothing, and its answer comes
 	// only after the acks before it are processed.
-	confirm := func() error { return ch.Confirm(false) }
-	c := &consumer{ch: ch, ack: newAcker(ch, confirm), tagPrefix: tagPrefix, out: make(chan broker.Delivery),
+	c := &consumer{ch: ch, tagPrefix: tagPrefix, out: make(chan broker.Delivery),
 		lost: make(chan struct{}), cancelled: make(chan struct{}), tags: map[string]string{}}
+	c.ack = newAcker(ch, func() error { return c.call(func() error { return ch.Confirm(false) }) })
 	c.ack.setWindow(prefetch)
 	chClosed := ch.NotifyClose(make(chan *amqp091.Error, 1))
 	go func() {
@@ -71,6 +76,13 @@ func startConsumer(ch *amqp091.Channel, tagPrefix string, queues []string, prefe
 	return c, nil
 }
 
+// call runs one synchronous method on the channel (see callMu).
+func (c *consumer) call(f func() error) error {
+	c.callMu.Lock()
+	defer c.callMu.Unlock()
+	return f()
+}
+
 // add starts consuming queue on the channel.
 func (c *consumer) add(queue string) error {
 	c.mu.Lock()
@@ -86,7 +98,11 @@ func (c *consumer) add(queue string) error {
 		return nil
 	}
 	tag := fmt.Sprintf("%s-%d-%s", c.tagPrefix, c.n, queue)
-	ds, err := c.ch.Consume(queue, tag, false, false, false, false, nil)
+	var ds <-chan amqp091.Delivery
+	err := c.call(func() (err error) {
+		ds, err = c.ch.Consume(queue, tag, false, false, false, false, nil)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("amqp: consume queue %q: %w", queue, classify(err))
 	}
@@ -111,7 +127,7 @@ func (c *consumer) remove(queue string) error {
 	if !ok {
 		return nil
 	}
-	if err := c.ch.Cancel(tag, false); err != nil && !errors.Is(err, amqp091.ErrClosed) {
+	if err := c.call(func() error { return c.ch.Cancel(tag, false) }); err != nil && !errors.Is(err, amqp091.ErrClosed) {
 		return fmt.Errorf("amqp: cancel consumer of %q: %w", queue, err)
 	}
 	return nil
@@ -145,7 +161,7 @@ func (c *consumer) cancel() error {
 		c.tags = map[string]string{}
 		c.mu.Unlock()
 		for _, tag := range tags {
-			if err := c.ch.Cancel(tag, false); err != nil && !errors.Is(err, amqp091.ErrClosed) {
+			if err := c.call(func() error { return c.ch.Cancel(tag, false) }); err != nil && !errors.Is(err, amqp091.ErrClosed) {
 				errs = append(errs, err)
 			}
 		}

@@ -227,3 +227,59 @@ func TestFailoverList(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// AckNow's confirm and SetPrefetch are both synchronous methods on the
+// consuming channel; at the same time they must not take each other's
+// reply (amqp091 gives a reply to whichever call waits).
+func TestAckNowBesideSetPrefetch(t *testing.T) {
+	c := liveConn(t)
+	ctx := context.Background()
+	q := fmt.Sprintf("amqp-test-acknow-%d", time.Now().UnixNano())
+	if err := c.DeclareQueue(ctx, q); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ch, _ := c.(*Conn).conn.Channel()
+		if ch != nil {
+			ch.QueueDelete(q, false, false, false)
+			ch.ExchangeDelete(q, false, false)
+			ch.Close()
+		}
+	})
+	const n = 300
+	for i := 0; i < n; i++ {
+		if err := c.PublishTask(ctx, broker.Route{RoutingKey: q}, &protocol.Envelope{Body: []byte("x")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ds, err := c.Consume(ctx, []string{q}, 50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	qosErr := make(chan error, 1)
+	go func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				qosErr <- nil
+				return
+			default:
+			}
+			if err := c.SetPrefetch(50 + i%2); err != nil {
+				qosErr <- err
+				return
+			}
+		}
+	}()
+	for i := 0; i < n; i++ {
+		d := <-ds
+		if err := broker.AckNow(d); err != nil {
+			t.Fatalf("AckNow %d: %v", i, err)
+		}
+	}
+	close(stop)
+	if err := <-qosErr; err != nil {
+		t.Fatalf("SetPrefetch: %v", err)
+	}
+}
