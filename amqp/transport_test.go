@@ -98,18 +98,7 @@ func TestDeclareQueueDeclaredOtherwiseIsMisconfigured(t *testing.T) {
 func TestCancelConsumeRequeuesUnread(t *testing.T) {
 	c := liveConn(t)
 	ctx := context.Background()
-	q := fmt.Sprintf("amqp-test-cancel-%d", time.Now().UnixNano())
-	if err := c.DeclareQueue(ctx, q); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ch, _ := c.(*Conn).conn.Channel()
-		if ch != nil {
-			ch.QueueDelete(q, false, false, false)
-			ch.ExchangeDelete(q, false, false)
-			ch.Close()
-		}
-	})
+	q := tempQueue(t, c, "cancel")
 	for i := 0; i < 3; i++ {
 		env := &protocol.Envelope{ContentType: "application/json", Body: []byte(fmt.Sprint(i))}
 		if err := c.PublishTask(ctx, broker.Route{RoutingKey: q}, env); err != nil {
@@ -234,18 +223,7 @@ func TestFailoverList(t *testing.T) {
 func TestAckNowBesideSetPrefetch(t *testing.T) {
 	c := liveConn(t)
 	ctx := context.Background()
-	q := fmt.Sprintf("amqp-test-acknow-%d", time.Now().UnixNano())
-	if err := c.DeclareQueue(ctx, q); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ch, _ := c.(*Conn).conn.Channel()
-		if ch != nil {
-			ch.QueueDelete(q, false, false, false)
-			ch.ExchangeDelete(q, false, false)
-			ch.Close()
-		}
-	})
+	q := tempQueue(t, c, "acknow")
 	const n = 300
 	for i := 0; i < n; i++ {
 		if err := c.PublishTask(ctx, broker.Route{RoutingKey: q}, &protocol.Envelope{Body: []byte("x")}); err != nil {
@@ -282,4 +260,22 @@ func TestAckNowBesideSetPrefetch(t *testing.T) {
 	if err := <-qosErr; err != nil {
 		t.Fatalf("SetPrefetch: %v", err)
 	}
+}
+
+// tempQueue declares a queue of the test's own, deleted at its end.
+func tempQueue(t *testing.T, c broker.Conn, what string) string {
+	t.Helper()
+	q := fmt.Sprintf("amqp-test-%s-%d", what, time.Now().UnixNano())
+	if err := c.DeclareQueue(context.Background(), q); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ch, _ := c.(*Conn).conn.Channel()
+		if ch != nil {
+			ch.QueueDelete(q, false, false, false)
+			ch.ExchangeDelete(q, false, false)
+			ch.Close()
+		}
+	})
+	return q
 }
