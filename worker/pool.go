@@ -273,6 +273,19 @@ func (p *pool) runner(slot int, taken *atomic.Int64) {
 		select {
 		case j := <-w.jobs:
 			taken.Add(1)
+			if up := w.runnerGate(); up != nil {
+				// The backend went down while this runner waited: hold the
+				// job (still reserved) until it is back.
+				select {
+				case <-up:
+				case <-w.quit:
+					w.reject(j, true, "shutting down before it started")
+					w.finish(j)
+					continue
+				case <-w.done:
+					return
+				}
+			}
 			w.runJob(j)
 		case <-p.shrink:
 			return
