@@ -458,7 +458,11 @@ func (cs *consumer) settle(d *delivery, reject, requeue bool) error {
 	case !requeue:
 		cs.acks = append(cs.acks, d.tag)
 	case cs.cancelled:
+		// Put back with the rest when the consumer closes: one batch in
+		// delivery order, so the list keeps the order they were taken in.
 		cs.requeue = append(cs.requeue, d)
+		cs.mu.Unlock()
+		return nil
 	default:
 		cs.mu.Unlock()
 		// kombu's reject(requeue=True): back at the tail of the queue.
@@ -502,6 +506,10 @@ func (cs *consumer) flush() bool {
 	cs.mu.Lock()
 	acks, requeue := cs.acks, cs.requeue
 	cs.acks, cs.requeue = nil, nil
+	if cs.cancelled {
+		// Requeues after cancel wait for close (see settle).
+		cs.requeue, requeue = requeue, nil
+	}
 	cs.mu.Unlock()
 	ctx := context.Background()
 	if len(acks) > 0 {

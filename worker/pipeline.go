@@ -144,6 +144,12 @@ func (w *Worker) dispatch(j *job) {
 	select {
 	case w.jobs <- j:
 	case <-w.quit:
+		// Requeue only once the consumers are cancelled, so the transport
+		// puts this back together with the rest it holds, in order.
+		select {
+		case <-w.loopDone:
+		case <-time.After(5 * time.Second):
+		}
 		w.reject(j, true, "shutting down before it started")
 		w.finish(j)
 	case <-j.d.Lost():
