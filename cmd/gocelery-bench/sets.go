@@ -13,8 +13,10 @@ import (
 // The row sets beside W1..W5, all on W1's message (noop with results):
 //
 //	D1   gocelery at its default flags (-c = CPUs, prefetch multiplier 4)
-//	     beside the ceiling with the same prefetch window
-//	D64  gocelery -c 64 (multiplier 4: a window of 256) beside the
+//	     beside the ceiling with the same prefetch window, and with
+//	     --task-acks-late (acked after the result is stored, as the
+//	     ceiling acks): the price of acking before the task starts
+//	D64  the same with -c 64 (multiplier 4: a window of 256) beside the
 //	     ceiling at -d64-ceiling-prefetch (500)
 //	S1   scale-out: 1, 2 and 4 gocelery processes (default flags) on one
 //	     queue, and 1, 2 and 4 Python Celery processes (prefork -c 2)
@@ -55,14 +57,16 @@ func (b *bench) rowSets(names []string) {
 			set = &rowSet{name: "D1", desc: fmt.Sprintf("W1 at default flags (window %d)", window), rows: []*row{
 				ceilingRow(fmt.Sprintf("ceiling, prefetch %d", window), window, b.dN, nil),
 				goRow("gocelery worker -Q q (no tuning flags)", b.dN, nil),
+				goRow("gocelery --task-acks-late", b.dN, nil, "--task-acks-late"),
 			}}
-			set.rows[1].ref = 0
+			set.rows[1].ref, set.rows[2].ref = 0, 0
 		case "D64":
 			set = &rowSet{name: "D64", desc: "W1 at -c 64 (window 256)", rows: []*row{
 				ceilingRow(fmt.Sprintf("ceiling, prefetch %d", b.d64CeilPrefetch), b.d64CeilPrefetch, b.n, nil),
 				goRow("gocelery -c 64", b.n, nil, "-c", "64"),
+				goRow("gocelery -c 64 --task-acks-late", b.n, nil, "-c", "64", "--task-acks-late"),
 			}}
-			set.rows[1].ref = 0
+			set.rows[1].ref, set.rows[2].ref = 0, 0
 		case "S1":
 			set = &rowSet{name: "S1", desc: "W1, workers sharing one queue"}
 			for i, k := range []int{1, 2, 4} {
