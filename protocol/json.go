@@ -58,7 +58,7 @@ func unwrapTagged(v any) (any, error) {
 			}
 			x[i] = u
 		}
-		return x, nil
+		return v, nil // v, not x: boxing the slice again would allocate
 	}
 	return v, nil
 }
