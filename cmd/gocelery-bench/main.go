@@ -44,7 +44,7 @@ type bench struct {
 	goWorkers             int // gocelery processes sharing the queue (W1, W2, W4)
 	ceilPrefetch          int
 	w3N, w4N, w4C, w4PyC  int
-	w5N                   int
+	w5N, w4PyN            int
 	p1N, p1SeqN           int
 	p1PyN, p1Par          int
 	w5PyWait              time.Duration
@@ -74,16 +74,17 @@ func main() {
 	b := &bench{}
 	var workloads, impls, profile string
 	var build bool
-	flag.IntVar(&b.n, "n", 20000, "tasks per W1/W2 run")
+	flag.IntVar(&b.n, "n", 45000, "tasks per W1/W2 run (and D64); more when a run is shorter than -min-dur")
 	flag.IntVar(&b.runs, "runs", 3, "runs per workload and implementation (W1, W2, W4)")
-	flag.IntVar(&b.pyN, "py-n", 3000, "tasks per W1/W2 run for Python Celery (0: same as -n); its rate is steady long before")
+	flag.IntVar(&b.pyN, "py-n", 3500, "tasks per W1/W2 run for Python Celery (0: same as -n); its rate is steady long before")
 	flag.IntVar(&b.pyRuns, "py-runs", 0, "runs for Python Celery (0: same as -runs)")
 	flag.IntVar(&b.goC, "c", 16, "gocelery -c for W1/W2/W3")
 	flag.IntVar(&b.goWorkers, "go-workers", 1, "gocelery worker processes sharing the queue in W1, W2 and W4 (each with -c and --prefetch-multiplier)")
 	flag.IntVar(&b.goPrefetchMult, "prefetch-multiplier", 64, "gocelery --prefetch-multiplier (64 × -c 16 = 1024, the same window as the ceiling's 1000)")
 	flag.IntVar(&b.ceilPrefetch, "ceiling-prefetch", 1000, "prefetch of the raw ceiling consumer")
 	flag.IntVar(&b.w3N, "w3-n", 500, "W3 round trips")
-	flag.IntVar(&b.w4N, "w4-n", 10000, "W4 sleep(0.02) tasks (with 2000 the ~0.1 s the broker needs to deliver them dominates the 0.2 s run)")
+	flag.IntVar(&b.w4N, "w4-n", 22000, "W4 sleep(0.02) tasks (with 2000 the ~0.1 s the broker needs to deliver them dominates the 0.2 s run)")
+	flag.IntVar(&b.w4PyN, "w4-py-n", 2500, "W4 tasks for Python Celery (threads -c 64: about 1000/s)")
 	flag.IntVar(&b.w4C, "w4-c", 200, "W4 gocelery and ceiling concurrency")
 	flag.IntVar(&b.w4PyC, "w4-py-c", 64, "W4 Python threads pool size")
 	flag.IntVar(&b.w5N, "w5-n", 10000, "W5 countdown tasks held")
@@ -101,7 +102,7 @@ func main() {
 	flag.BoolVar(&build, "build", true, "go build the gocelery binary first")
 	flag.StringVar(&profile, "profile", "", "directory: also run W1 and W2 once with a CPU-profiled in-process gocelery worker (cmd/gocelery-bench/profworker) and write w1.pprof, w2.pprof there")
 	flag.BoolVar(&b.verbose, "v", false, "log progress")
-	flag.IntVar(&b.dN, "d-n", 10000, "tasks per run of a gocelery at default flags (D1, S1 per process, Q1); more when a run is shorter than -min-dur")
+	flag.IntVar(&b.dN, "d-n", 11000, "tasks per run of a gocelery at default flags (D1, S1 per process, Q1); more when a run is shorter than -min-dur")
 	flag.IntVar(&b.d64CeilPrefetch, "d64-ceiling-prefetch", 500, "D64: the ceiling's prefetch beside gocelery -c 64")
 	flag.DurationVar(&b.minDur, "min-dur", 2*time.Second, "shortest throughput run that counts: a shorter one is done again with more tasks")
 	flag.DurationVar(&b.waitQuiet, "wait-quiet", 0, "before each run, wait up to this long for other Celery/gocelery workers and benches on the machine to finish")
@@ -249,9 +250,9 @@ func (b *bench) throughput(w, tmpl string, results bool) map[string][]runResult 
 			n = b.w4N
 		}
 		if impl == "python" {
-			runs = b.pyRuns
-			if w != "W4" {
-				n = b.pyN
+			runs, n = b.pyRuns, b.pyN
+			if w == "W4" {
+				n = b.w4PyN
 			}
 		}
 		set.rows = append(set.rows, &row{label: impl, runs: runs, n: n, run: func(n, r int) runResult {

@@ -48,29 +48,29 @@ func (b *bench) rowSets(names []string) {
 		if mod != nil {
 			mod(&x)
 		}
-		return b.variantRow(label, x, b.pyRuns, b.pyN*procs)
+		return b.variantRow(label, x, b.pyRuns, b.pyN)
 	}
 	for _, name := range names {
 		var set *rowSet
 		switch name {
 		case "D1":
 			set = &rowSet{name: "D1", desc: fmt.Sprintf("W1 at default flags (window %d)", window), rows: []*row{
-				ceilingRow(fmt.Sprintf("ceiling, prefetch %d", window), window, b.dN, nil),
+				ceilingRow(fmt.Sprintf("ceiling, prefetch %d", window), window, b.dN*5/2, nil),
 				goRow("gocelery worker -Q q (no tuning flags)", b.dN, nil),
-				goRow("gocelery --task-acks-late", b.dN, nil, "--task-acks-late"),
+				goRow("gocelery --task-acks-late", b.dN*2, nil, "--task-acks-late"),
 			}}
 			set.rows[1].ref, set.rows[2].ref = 0, 0
 		case "D64":
 			set = &rowSet{name: "D64", desc: "W1 at -c 64 (window 256)", rows: []*row{
 				ceilingRow(fmt.Sprintf("ceiling, prefetch %d", b.d64CeilPrefetch), b.d64CeilPrefetch, b.n, nil),
-				goRow("gocelery -c 64", b.n, nil, "-c", "64"),
-				goRow("gocelery -c 64 --task-acks-late", b.n, nil, "-c", "64", "--task-acks-late"),
+				goRow("gocelery -c 64", b.n*9/10, nil, "-c", "64"),
+				goRow("gocelery -c 64 --task-acks-late", b.n*9/10, nil, "-c", "64", "--task-acks-late"),
 			}}
 			set.rows[1].ref, set.rows[2].ref = 0, 0
 		case "S1":
 			set = &rowSet{name: "S1", desc: "W1, workers sharing one queue"}
 			for i, k := range []int{1, 2, 4} {
-				r := goRow(fmt.Sprintf("gocelery x%d (default flags)", k), b.dN*k, func(x *variant) { x.goWorkers = k })
+				r := goRow(fmt.Sprintf("gocelery x%d (default flags)", k), b.dN*6/5, func(x *variant) { x.goWorkers = k })
 				if i > 0 {
 					r.ref = 0
 				}
@@ -96,7 +96,7 @@ func (b *bench) rowSets(names []string) {
 				mod := func(x *variant) { x.qargs, x.env = qt.args, qt.env }
 				first := len(set.rows)
 				set.rows = append(set.rows,
-					ceilingRow(fmt.Sprintf("%s: ceiling, prefetch %d", qt.name, window), window, b.dN, mod),
+					ceilingRow(fmt.Sprintf("%s: ceiling, prefetch %d", qt.name, window), window, b.dN*2, mod),
 					goRow(fmt.Sprintf("%s: gocelery (default flags)", qt.name), b.dN, mod),
 					pyRow(fmt.Sprintf("%s: Python (prefork -c 2)", qt.name), 1, mod))
 				set.rows[first+1].ref, set.rows[first+1].ref2 = first, first+2
