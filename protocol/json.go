@@ -372,6 +372,10 @@ func isJSONNumber(s string) bool {
 
 const hexDigits = "0123456789abcdef"
 
+// AppendJSONString appends s as a JSON string, as AppendJSON does, without
+// boxing it in an interface.
+func AppendJSONString(b []byte, s string) []byte { return appendJSONString(b, s) }
+
 func appendJSONString(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0
