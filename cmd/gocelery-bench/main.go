@@ -84,7 +84,7 @@ func main() {
 	flag.IntVar(&b.ceilPrefetch, "ceiling-prefetch", 1000, "prefetch of the raw ceiling consumer")
 	flag.IntVar(&b.w3N, "w3-n", 500, "W3 round trips")
 	flag.IntVar(&b.w4N, "w4-n", 22000, "W4 sleep(0.02) tasks (with 2000 the ~0.1 s the broker needs to deliver them dominates the 0.2 s run)")
-	flag.IntVar(&b.w4PyN, "w4-py-n", 2500, "W4 tasks for Python Celery (threads -c 64: about 1000/s)")
+	flag.IntVar(&b.w4PyN, "w4-py-n", 3500, "W4 tasks for Python Celery (threads -c 64: 1000-1700/s)")
 	flag.IntVar(&b.w4C, "w4-c", 200, "W4 gocelery and ceiling concurrency")
 	flag.IntVar(&b.w4PyC, "w4-py-c", 64, "W4 Python threads pool size")
 	flag.IntVar(&b.w5N, "w5-n", 10000, "W5 countdown tasks held")
@@ -251,7 +251,10 @@ func (b *bench) throughput(w, tmpl string, results bool) map[string][]runResult 
 		}
 		if impl == "python" {
 			runs, n = b.pyRuns, b.pyN
-			if w == "W4" {
+			switch w {
+			case "W2":
+				n = b.pyN * 3 / 2 // without results it runs ~2,300/s
+			case "W4":
 				n = b.w4PyN
 			}
 		}
