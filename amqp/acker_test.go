@@ -158,19 +158,7 @@ func TestAckerAckNowCoalescesConcurrentAcks(t *testing.T) {
 		go func() { errs <- a.AckNow(tag) }()
 	}
 	// All three wait for the next write.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		a.mu.Lock()
-		n := a.cur.waiters
-		a.mu.Unlock()
-		if n == 3 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waiters = %d, want 3", n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitWaiters(t, a, 3)
 	go func() {
 		for range g.entered {
 			g.release <- struct{}{}
@@ -213,19 +201,7 @@ func TestAckerAckNowDoesNotWaitForTheNextWrite(t *testing.T) {
 	errs := make(chan error, 2)
 	go func() { errs <- a.AckNow(1) }()
 	go func() { errs <- a.AckNow(2) }()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		a.mu.Lock()
-		n := a.cur.waiters
-		a.mu.Unlock()
-		if n == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waiters = %d, want 2", n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitWaiters(t, a, 2)
 	// The busy writer sends both acks and keeps the lock (as the next
 	// write would, during its barrier).
 	if err := a.writeLocked(false, nil); err != nil {
@@ -246,5 +222,23 @@ func TestAckerAckNowDoesNotWaitForTheNextWrite(t *testing.T) {
 	}
 	if got, want := f.got(), []string{"ack 2 multiple=true"}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("frames = %q, want %q", got, want)
+	}
+}
+
+// waitWaiters polls until n AckNow callers wait for the next write.
+func waitWaiters(t *testing.T, a *acker, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		a.mu.Lock()
+		got := a.cur.waiters
+		a.mu.Unlock()
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waiters = %d, want %d", got, n)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
