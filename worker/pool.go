@@ -273,6 +273,14 @@ func (p *pool) runner(slot int, taken *atomic.Int64) {
 		select {
 		case j := <-w.jobs:
 			taken.Add(1)
+			// The backend may have gone down while this runner waited for
+			// a job: the job then waits here, reserved, like the others.
+			if up := w.runnerGate(); up != nil {
+				select {
+				case <-up:
+				case <-w.quit: // runJob requeues it
+				}
+			}
 			w.runJob(j)
 		case <-p.shrink:
 			return
