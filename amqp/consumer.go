@@ -15,7 +15,14 @@ import (
 // into one Go channel of broker.Delivery, acknowledgements batched by the
 // acker.
 type consumer struct {
-	ch        *amqp091.Channel
+	ch *amqp091.Channel
+	// rpc serializes the synchronous methods on ch (qos, consume, cancel
+	// and the acker's confirm.select barrier): AMQP allows one at a time
+	// per channel, and RabbitMQ closes the channel (503 "unexpected command
+	// received") when a second is sent before the first is answered, as
+	// happened when an ETA task changed the prefetch while an early ack's
+	// barrier was out.
+	rpc       *sync.Mutex
 	global    bool // global QoS; false: per consumer (quorum queues)
 	ack       *acker
 	tagPrefix string
@@ -43,8 +50,13 @@ func startConsumer(ch *amqp091.Channel, tagPrefix string, queues []string, prefe
 	// confirm.select is the cheapest synchronous method RabbitMQ has: on a
 	// channel that never publishes it changes nothing, and its answer comes
 	// only after the acks before it are processed.
-	confirm := func() error { return ch.Confirm(false) }
-	c := &consumer{ch: ch, global: global, ack: newAcker(ch, confirm), tagPrefix: tagPrefix, out: make(chan broker.Delivery),
+	rpc := &sync.Mutex{}
+	confirm := func() error {
+		rpc.Lock()
+		defer rpc.Unlock()
+		return ch.Confirm(false)
+	}
+	c := &consumer{ch: ch, rpc: rpc, global: global, ack: newAcker(ch, confirm), tagPrefix: tagPrefix, out: make(chan broker.Delivery),
 		lost: make(chan struct{}), cancelled: make(chan struct{}), tags: map[string]string{}}
 	c.ack.setWindow(window)
 	chClosed := ch.NotifyClose(make(chan *amqp091.Error, 1))
@@ -91,7 +103,9 @@ func (c *consumer) add(queue string) error {
 		return nil
 	}
 	tag := fmt.Sprintf("%s-%d-%s", c.tagPrefix, c.n, queue)
+	c.rpc.Lock()
 	ds, err := c.ch.Consume(queue, tag, false, false, false, false, nil)
+	c.rpc.Unlock()
 	if err != nil {
 		return fmt.Errorf("amqp: consume queue %q: %w", queue, classify(err))
 	}
@@ -116,7 +130,7 @@ func (c *consumer) remove(queue string) error {
 	if !ok {
 		return nil
 	}
-	if err := c.ch.Cancel(tag, false); err != nil && !errors.Is(err, amqp091.ErrClosed) {
+	if err := c.call(func() error { return c.ch.Cancel(tag, false) }); err != nil && !errors.Is(err, amqp091.ErrClosed) {
 		return fmt.Errorf("amqp: cancel consumer of %q: %w", queue, err)
 	}
 	return nil
@@ -150,12 +164,19 @@ func (c *consumer) cancel() error {
 		c.tags = map[string]string{}
 		c.mu.Unlock()
 		for _, tag := range tags {
-			if err := c.ch.Cancel(tag, false); err != nil && !errors.Is(err, amqp091.ErrClosed) {
+			if err := c.call(func() error { return c.ch.Cancel(tag, false) }); err != nil && !errors.Is(err, amqp091.ErrClosed) {
 				errs = append(errs, err)
 			}
 		}
 	})
 	return errors.Join(errs...)
+}
+
+// call runs one synchronous method on the channel (see rpc).
+func (c *consumer) call(f func() error) error {
+	c.rpc.Lock()
+	defer c.rpc.Unlock()
+	return f()
 }
 
 // delivery implements broker.Delivery. It is small on purpose: the worker

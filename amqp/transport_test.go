@@ -98,24 +98,7 @@ func TestDeclareQueueDeclaredOtherwiseIsMisconfigured(t *testing.T) {
 func TestCancelConsumeRequeuesUnread(t *testing.T) {
 	c := liveConn(t)
 	ctx := context.Background()
-	q := fmt.Sprintf("amqp-test-cancel-%d", time.Now().UnixNano())
-	if err := c.DeclareQueue(ctx, broker.NewQueue(q)); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ch, _ := c.(*Conn).conn.Channel()
-		if ch != nil {
-			ch.QueueDelete(q, false, false, false)
-			ch.ExchangeDelete(q, false, false)
-			ch.Close()
-		}
-	})
-	for i := 0; i < 3; i++ {
-		env := &protocol.Envelope{ContentType: "application/json", Body: []byte(fmt.Sprint(i))}
-		if err := c.PublishTask(ctx, broker.Route{RoutingKey: q}, env); err != nil {
-			t.Fatal(err)
-		}
-	}
+	q := testQueueWith(t, c, "amqp-test-cancel", 3)
 	ds, err := c.Consume(ctx, []string{q}, 10)
 	if err != nil {
 		t.Fatal(err)
@@ -226,4 +209,82 @@ func TestFailoverList(t *testing.T) {
 	if _, err := NewTransport(Params{URL: testURL + ";" + testURL, FailoverStrategy: "shuffle"}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Prefetch changes (the worker makes them while it holds ETA tasks) and
+// the barriers of early acks are both synchronous methods on the consuming
+// channel: sent at once, RabbitMQ closes the channel ("unexpected command
+// received") and the task is not started.
+func TestPrefetchChangesDuringEarlyAcks(t *testing.T) {
+	c := liveConn(t)
+	ctx := context.Background()
+	const n = 400
+	q := testQueueWith(t, c, "amqp-test-qos-ack", n)
+	ds, err := c.Consume(ctx, []string{q}, 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	qosErr := make(chan error, 1)
+	go func() {
+		defer close(qosErr)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := c.SetPrefetch(20 + i%2); err != nil {
+				qosErr <- err
+				return
+			}
+		}
+	}()
+	acks := make(chan error, n)
+	for i := 0; i < n; i++ {
+		select {
+		case d, ok := <-ds:
+			if !ok {
+				t.Fatalf("consuming ended after %d deliveries: %v", i, c.Err())
+			}
+			go func() { acks <- broker.AckNow(d) }()
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d of %d delivered", i, n)
+		}
+	}
+	for i := 0; i < n; i++ {
+		if err := <-acks; err != nil {
+			t.Fatalf("AckNow: %v", err)
+		}
+	}
+	close(stop)
+	if err := <-qosErr; err != nil {
+		t.Fatalf("SetPrefetch: %v", err)
+	}
+}
+
+// testQueueWith declares a fresh queue named after prefix, deleted when
+// the test ends, holding n messages with bodies "0", "1", ...
+func testQueueWith(t *testing.T, c broker.Conn, prefix string, n int) string {
+	t.Helper()
+	ctx := context.Background()
+	q := fmt.Sprintf("%s-%d", prefix, time.Now().UnixNano())
+	if err := c.DeclareQueue(ctx, broker.NewQueue(q)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ch, _ := c.(*Conn).conn.Channel()
+		if ch != nil {
+			ch.QueueDelete(q, false, false, false)
+			ch.ExchangeDelete(q, false, false)
+			ch.Close()
+		}
+	})
+	for i := 0; i < n; i++ {
+		env := &protocol.Envelope{ContentType: "application/json", Body: []byte(fmt.Sprint(i))}
+		if err := c.PublishTask(ctx, broker.Route{RoutingKey: q}, env); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return q
 }
