@@ -57,7 +57,8 @@ type acker struct {
 // ackWrite is one write of pending acks; AckNow callers whose tag it
 // carries wait for done and read err.
 type ackWrite struct {
-	waiters int // AckNow callers waiting (under acker.mu)
+	waiters int  // AckNow callers waiting (under acker.mu)
+	leader  bool // one of them writes it unless another writer does first
 	done    chan struct{}
 	err     error
 }
@@ -141,7 +142,17 @@ func (a *acker) AckNow(tag uint64) error {
 	a.pending++
 	w := a.cur
 	w.waiters++
+	lead := !w.leader
+	w.leader = true
 	a.mu.Unlock()
+	if !lead {
+		// The first caller of this write sends it (or a writer before it
+		// does): the others only wait for it. Waiting on wmu instead would
+		// keep them queued behind the next write's barrier as well, a
+		// round trip after their own ack was confirmed.
+		<-w.done
+		return w.err
+	}
 	a.wmu.Lock()
 	select {
 	case <-w.done:

@@ -159,19 +159,7 @@ func TestAckerAckNowCoalescesConcurrentAcks(t *testing.T) {
 		go func() { errs <- a.AckNow(tag) }()
 	}
 	// All three wait for the next write.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		a.mu.Lock()
-		n := a.cur.waiters
-		a.mu.Unlock()
-		if n == 3 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waiters = %d, want 3", n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitWaiters(t, a, 3)
 	go func() {
 		for range g.entered {
 			g.release <- struct{}{}
@@ -200,5 +188,58 @@ func TestAckerAckNowReportsAFailedWrite(t *testing.T) {
 	// Every later ack fails at once: the channel is dead.
 	if err := a.AckNow(2); err == nil {
 		t.Fatal("AckNow succeeded after the channel died")
+	}
+}
+
+// A caller whose ack another writer has sent returns as soon as that write
+// is done: it does not queue for the writer lock, which the next write
+// holds for its whole barrier round trip.
+func TestAckerAckNowDoesNotWaitForTheNextWrite(t *testing.T) {
+	f := &fakeChannel{}
+	a := newAcker(f, func() error { return nil })
+	defer a.close()
+	a.wmu.Lock() // another writer, busy
+	errs := make(chan error, 2)
+	go func() { errs <- a.AckNow(1) }()
+	go func() { errs <- a.AckNow(2) }()
+	waitWaiters(t, a, 2)
+	// The busy writer sends both acks and keeps the lock (as the next
+	// write would, during its barrier).
+	if err := a.writeLocked(false, nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errs:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		a.wmu.Unlock()
+		t.Fatal("AckNow still waits although its ack was written and confirmed")
+	}
+	a.wmu.Unlock()
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+	if got, want := f.got(), []string{"ack 2 multiple=true"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("frames = %q, want %q", got, want)
+	}
+}
+
+// waitWaiters polls until n AckNow callers wait for the next write.
+func waitWaiters(t *testing.T, a *acker, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		a.mu.Lock()
+		got := a.cur.waiters
+		a.mu.Unlock()
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waiters = %d, want %d", got, n)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

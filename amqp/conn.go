@@ -221,7 +221,7 @@ func (c *Conn) SetPrefetch(n int) error {
 	if cons == nil {
 		return errors.New("amqp: qos: not consuming")
 	}
-	if err := cons.qos(n); err != nil {
+	if err := cons.call(func() error { return cons.ch.Qos(n, 0, cons.global) }); err != nil {
 		return fmt.Errorf("amqp: qos %d: %w", n, err)
 	}
 	cons.ack.setWindow(n)

@@ -16,10 +16,12 @@ import (
 // acker.
 type consumer struct {
 	ch *amqp091.Channel
-	// rpc serialises the synchronous methods on ch (qos, confirm.select,
-	// consume, cancel): amqp091 hands a reply to whichever caller waits
-	// first, so two at once may swap replies and both fail with "unexpected
-	// command received".
+	// rpc serializes the synchronous methods on ch (qos, consume, cancel
+	// and the acker's confirm.select barrier): AMQP allows one at a time
+	// per channel, and RabbitMQ closes the channel (503 "unexpected command
+	// received") when a second is sent before the first is answered, as
+	// happened when an ETA task changed the prefetch while an early ack's
+	// barrier was out.
 	rpc       *sync.Mutex
 	global    bool // global QoS; false: per consumer (quorum queues)
 	ack       *acker
@@ -48,7 +50,7 @@ func startConsumer(ch *amqp091.Channel, tagPrefix string, queues []string, prefe
 	// confirm.select is the cheapest synchronous method RabbitMQ has: on a
 	// channel that never publishes it changes nothing, and its answer comes
 	// only after the acks before it are processed.
-	rpc := new(sync.Mutex)
+	rpc := &sync.Mutex{}
 	confirm := func() error {
 		rpc.Lock()
 		defer rpc.Unlock()
@@ -128,7 +130,7 @@ func (c *consumer) remove(queue string) error {
 	if !ok {
 		return nil
 	}
-	if err := c.cancelTag(tag); err != nil && !errors.Is(err, amqp091.ErrClosed) {
+	if err := c.call(func() error { return c.ch.Cancel(tag, false) }); err != nil && !errors.Is(err, amqp091.ErrClosed) {
 		return fmt.Errorf("amqp: cancel consumer of %q: %w", queue, err)
 	}
 	return nil
@@ -153,19 +155,6 @@ func (c *consumer) forward(d *amqp091.Delivery, queue string) {
 	}
 }
 
-func (c *consumer) cancelTag(tag string) error {
-	c.rpc.Lock()
-	defer c.rpc.Unlock()
-	return c.ch.Cancel(tag, false)
-}
-
-// qos sets the prefetch window on the channel.
-func (c *consumer) qos(n int) error {
-	c.rpc.Lock()
-	defer c.rpc.Unlock()
-	return c.ch.Qos(n, 0, c.global)
-}
-
 func (c *consumer) cancel() error {
 	var errs []error
 	c.cancelOnce.Do(func() {
@@ -175,12 +164,19 @@ func (c *consumer) cancel() error {
 		c.tags = map[string]string{}
 		c.mu.Unlock()
 		for _, tag := range tags {
-			if err := c.cancelTag(tag); err != nil && !errors.Is(err, amqp091.ErrClosed) {
+			if err := c.call(func() error { return c.ch.Cancel(tag, false) }); err != nil && !errors.Is(err, amqp091.ErrClosed) {
 				errs = append(errs, err)
 			}
 		}
 	})
 	return errors.Join(errs...)
+}
+
+// call runs one synchronous method on the channel (see rpc).
+func (c *consumer) call(f func() error) error {
+	c.rpc.Lock()
+	defer c.rpc.Unlock()
+	return f()
 }
 
 // delivery implements broker.Delivery. It is small on purpose: the worker

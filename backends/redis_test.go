@@ -496,3 +496,65 @@ func TestPingClassifiesAuth(t *testing.T) {
 		t.Errorf("unreachable: %v, want a transient error", err)
 	}
 }
+
+// TestRedisStoreAsyncBatches: results queued together are written by one
+// script call per batch, each key with its own check: a stored SUCCESS is
+// kept (and nothing published for it), every other result is written with
+// its TTL and published.
+func TestRedisStoreAsyncBatches(t *testing.T) {
+	rb := newBackend(t, backends.RedisParams{Expires: time.Hour})
+	ctx := testCtx(t)
+	const n = 300
+	ids := make([]string, n)
+	channels := make([]string, n)
+	for i := range ids {
+		ids[i] = newTaskID(t, rb)
+		channels[i] = rb.Key(ids[i])
+		if i%3 == 0 {
+			if err := rb.Store(ctx, result(ids[i], backends.StatusSuccess, int64(i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	sub := rb.Client().Subscribe(ctx, channels...)
+	defer sub.Close()
+	if _, err := sub.Receive(ctx); err != nil {
+		t.Fatalf("subscribe: %v", err)
+	}
+	errs := make(chan error, n)
+	for _, id := range ids {
+		rb.StoreAsync(result(id, backends.StatusFailure, backends.ExceptionInfo{Type: "ValueError"}.Value()), func(err error) { errs <- err })
+	}
+	for range ids {
+		if err := <-errs; err != nil {
+			t.Fatalf("StoreAsync: %v", err)
+		}
+	}
+	published := map[string]bool{}
+	msgs := sub.Channel()
+	for len(published) < n-n/3 {
+		select {
+		case m := <-msgs:
+			published[m.Channel] = true
+		case <-ctx.Done():
+			t.Fatalf("%d results published, want %d", len(published), n-n/3)
+		}
+	}
+	for i, id := range ids {
+		want := backends.StatusFailure
+		if i%3 == 0 {
+			want = backends.StatusSuccess
+		}
+		if got := storedStatus(t, rb, id); got != want {
+			t.Fatalf("task %d: stored %s, want %s", i, got, want)
+		}
+		if published[rb.Key(id)] != (want == backends.StatusFailure) {
+			t.Fatalf("task %d (%s): published = %v", i, want, published[rb.Key(id)])
+		}
+		if want == backends.StatusFailure {
+			if ttl := rb.Client().TTL(ctx, rb.Key(id)).Val(); ttl <= 0 || ttl > time.Hour {
+				t.Fatalf("task %d: TTL %v, want up to an hour", i, ttl)
+			}
+		}
+	}
+}

@@ -115,6 +115,8 @@ func (r *Result) Encode(extended bool) ([]byte, error) {
 	b = append(b, `, "children": `...)
 	if r.Children == nil {
 		b = append(b, "null"...)
+	} else if len(r.Children) == 0 {
+		b = append(b, "[]"...)
 	} else if b, err = protocol.AppendJSON(b, r.Children); err != nil {
 		return nil, err
 	}
@@ -123,16 +125,16 @@ func (r *Result) Encode(extended bool) ([]byte, error) {
 		b = append(b, "null"...)
 	} else {
 		b = append(b, '"')
-		b = append(b, protocol.FormatTime(r.DateDone.UTC())...)
+		b = protocol.AppendTime(b, r.DateDone.UTC())
 		b = append(b, '"')
 	}
 	if r.GroupID != "" {
 		b = append(b, `, "group_id": `...)
-		b, _ = protocol.AppendJSON(b, r.GroupID)
+		b = protocol.AppendJSONString(b, r.GroupID)
 	}
 	if r.ParentID != "" {
 		b = append(b, `, "parent_id": `...)
-		b, _ = protocol.AppendJSON(b, r.ParentID)
+		b = protocol.AppendJSONString(b, r.ParentID)
 	}
 	if extended {
 		b = append(b, `, "name": `...)
@@ -161,7 +163,7 @@ func (r *Result) Encode(extended bool) ([]byte, error) {
 		b, _ = protocol.AppendJSON(b, protocol.NilIfEmpty(r.Queue))
 	}
 	b = append(b, `, "task_id": `...)
-	b, _ = protocol.AppendJSON(b, r.TaskID)
+	b = protocol.AppendJSONString(b, r.TaskID)
 	b = append(b, '}')
 	return b, nil
 }

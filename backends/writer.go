@@ -95,22 +95,30 @@ func (r *Redis) writeBatch(batch []pendingWrite) {
 	if r.ttl < 0 {
 		ttl = 0
 	}
-	cmds := make([]*redis.Cmd, len(batch))
-	_, _ = r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, w := range batch {
-			cmds[i] = storeScript.EvalSha(ctx, p, []string{w.key}, w.doc, ttl)
-		}
-		return nil
-	})
-	for i, w := range batch {
-		err := cmds[i].Err()
+	var err error
+	if len(batch) == 1 {
+		w := batch[0]
+		err = storeScript.EvalSha(ctx, r.client, []string{w.key}, w.doc, ttl).Err()
 		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
 			// First use on this server: Run loads the script.
 			err = storeScript.Run(ctx, r.client, []string{w.key}, w.doc, ttl).Err()
 		}
-		if errors.Is(err, redis.Nil) {
-			err = nil
+	} else {
+		keys := make([]string, len(batch))
+		args := make([]any, len(batch)+1)
+		for i, w := range batch {
+			keys[i], args[i] = w.key, w.doc
 		}
+		args[len(batch)] = ttl
+		err = storeManyScript.EvalSha(ctx, r.client, keys, args...).Err()
+		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			err = storeManyScript.Run(ctx, r.client, keys, args...).Err()
+		}
+	}
+	if errors.Is(err, redis.Nil) {
+		err = nil
+	}
+	for _, w := range batch {
 		w.done(err)
 	}
 }

@@ -2,7 +2,6 @@ package protocol
 
 import (
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -165,18 +164,26 @@ func parseOffset(s string) (int, bool) {
 func FormatTime(t time.Time) string { return formatPyDateTime(t, false) }
 
 func formatPyDateTime(t time.Time, naive bool) string {
-	b := make([]byte, 0, 32)
+	var buf [40]byte
+	return string(appendPyDateTime(buf[:0], t, naive))
+}
+
+// AppendTime appends FormatTime(t) to b.
+func AppendTime(b []byte, t time.Time) []byte { return appendPyDateTime(b, t, false) }
+
+func appendPyDateTime(b []byte, t time.Time, naive bool) []byte {
 	b = t.AppendFormat(b, "2006-01-02T15:04:05")
 	if us := t.Nanosecond() / 1000; us != 0 {
 		b = append(b, '.')
-		s := strconv.Itoa(us)
-		for i := len(s); i < 6; i++ {
-			b = append(b, '0')
+		var digits [6]byte
+		for i := 5; i >= 0; i-- {
+			digits[i] = byte('0' + us%10)
+			us /= 10
 		}
-		b = append(b, s...)
+		b = append(b, digits[:]...)
 	}
 	if naive {
-		return string(b)
+		return b
 	}
 	_, off := t.Zone()
 	sign := byte('+')
@@ -185,6 +192,5 @@ func formatPyDateTime(t time.Time, naive bool) string {
 		off = -off
 	}
 	b = append(b, sign)
-	b = append(b, byte('0'+off/36000), byte('0'+off/3600%10), ':', byte('0'+off%3600/600), byte('0'+off%3600/60%10))
-	return string(b)
+	return append(b, byte('0'+off/36000), byte('0'+off/3600%10), ':', byte('0'+off%3600/600), byte('0'+off%3600/60%10))
 }

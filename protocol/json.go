@@ -58,7 +58,7 @@ func unwrapTagged(v any) (any, error) {
 			}
 			x[i] = u
 		}
-		return x, nil
+		return v, nil // v, not x: boxing the slice again would allocate
 	}
 	return v, nil
 }
@@ -371,6 +371,10 @@ func isJSONNumber(s string) bool {
 }
 
 const hexDigits = "0123456789abcdef"
+
+// AppendJSONString appends s as a JSON string, as AppendJSON does, without
+// boxing it in an interface.
+func AppendJSONString(b []byte, s string) []byte { return appendJSONString(b, s) }
 
 func appendJSONString(b []byte, s string) []byte {
 	b = append(b, '"')

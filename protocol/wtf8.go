@@ -78,7 +78,11 @@ func (d *wtf8Decoder) value(depth int) (any, error) {
 	case c == '[':
 		return d.array(depth)
 	case c == '"':
-		return d.str()
+		s, err := d.str()
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
 	case c == 't':
 		return true, d.literal("true")
 	case c == 'f':
@@ -127,21 +131,46 @@ func (d *wtf8Decoder) object(depth int) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		m[k.(string)] = v
+		m[k] = v
 		if done, err := d.more('}'); done || err != nil {
 			return m, err
 		}
 	}
 }
 
+// knownString returns b as a string, without allocating for the keys
+// every task message's embed carries.
+func knownString(b []byte) string {
+	switch string(b) { // compared without a conversion
+	case "callbacks":
+		return "callbacks"
+	case "errbacks":
+		return "errbacks"
+	case "chain":
+		return "chain"
+	case "chord":
+		return "chord"
+	case "":
+		return ""
+	}
+	return string(b)
+}
+
+// emptyArray is every decoded []: boxed once, and nothing can write to a
+// slice of length and capacity 0.
+var emptyArray any = []any{}
+
 func (d *wtf8Decoder) array(depth int) (any, error) {
 	d.pos++ // [
-	a := []any{}
 	d.space()
 	if d.pos < len(d.data) && d.data[d.pos] == ']' {
 		d.pos++
-		return a, nil
+		return emptyArray, nil
 	}
+	// Elements gather on the stack; the result is allocated once, at its
+	// size (task arguments are short lists).
+	var buf [8]any
+	a := buf[:0]
 	for {
 		d.space()
 		v, err := d.value(depth + 1)
@@ -150,7 +179,12 @@ func (d *wtf8Decoder) array(depth int) (any, error) {
 		}
 		a = append(a, v)
 		if done, err := d.more(']'); done || err != nil {
-			return a, err
+			if err != nil {
+				return nil, err
+			}
+			out := make([]any, len(a))
+			copy(out, a)
+			return out, nil
 		}
 	}
 }
@@ -212,7 +246,7 @@ func (d *wtf8Decoder) number() (any, error) {
 }
 
 // str reads a string; the input is known to be UTF-8.
-func (d *wtf8Decoder) str() (any, error) {
+func (d *wtf8Decoder) str() (string, error) {
 	d.pos++ // opening quote
 	var b []byte
 	start := d.pos
@@ -220,11 +254,16 @@ func (d *wtf8Decoder) str() (any, error) {
 		c := d.data[d.pos]
 		switch {
 		case c == '"':
-			s := string(append(b, d.data[start:d.pos]...))
+			var s string
+			if b == nil {
+				s = knownString(d.data[start:d.pos])
+			} else {
+				s = string(append(b, d.data[start:d.pos]...))
+			}
 			d.pos++
 			return s, nil
 		case c < 0x20:
-			return nil, d.errorf("invalid control character %q in string", c)
+			return "", d.errorf("invalid control character %q in string", c)
 		case c != '\\':
 			d.pos++
 			continue
@@ -251,7 +290,7 @@ func (d *wtf8Decoder) str() (any, error) {
 		case 'u':
 			r, ok := d.hex4()
 			if !ok {
-				return nil, d.errorf("invalid \\u escape")
+				return "", d.errorf("invalid \\u escape")
 			}
 			if utf16.IsSurrogate(r) && r < 0xdc00 {
 				// A high surrogate followed by a low one is one character.
@@ -266,11 +305,11 @@ func (d *wtf8Decoder) str() (any, error) {
 			}
 			b = appendWTF8(b, r)
 		default:
-			return nil, d.errorf("invalid escape '\\%c' in string", esc)
+			return "", d.errorf("invalid escape '\\%c' in string", esc)
 		}
 		start = d.pos
 	}
-	return nil, d.errorf("unexpected end of JSON input in string")
+	return "", d.errorf("unexpected end of JSON input in string")
 }
 
 func (d *wtf8Decoder) hex4() (rune, bool) {

@@ -185,7 +185,11 @@ func describeTemplate(t *template) string {
 
 // declareQueue declares the queue as kombu does for -Q name: a durable
 // direct exchange of the same name, a durable queue bound by its name.
-func (b *bench) declareQueue(q string) error {
+func (b *bench) declareQueue(q string) error { return b.declareQueueArgs(q, nil) }
+
+// declareQueueArgs declares q with queue arguments (x-queue-type,
+// x-max-priority) as the workers will declare it.
+func (b *bench) declareQueueArgs(q string, args amqp.Table) error {
 	ch, err := b.conn.Channel()
 	if err != nil {
 		return err
@@ -194,7 +198,7 @@ func (b *bench) declareQueue(q string) error {
 	if err := ch.ExchangeDeclare(q, "direct", true, false, false, false, nil); err != nil {
 		return err
 	}
-	if _, err := ch.QueueDeclare(q, true, false, false, false, nil); err != nil {
+	if _, err := ch.QueueDeclare(q, true, false, false, false, args); err != nil {
 		return err
 	}
 	return ch.QueueBind(q, q, q, false, nil)

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -50,7 +51,7 @@ type bench struct {
 	goWorkers             int // gocelery processes sharing the queue (W1, W2, W4)
 	ceilPrefetch          int
 	w3N, w4N, w4C, w4PyC  int
-	w5N                   int
+	w5N, w4PyN            int
 	p1N, p1SeqN           int
 	p1PyN, p1Par          int
 	w5PyWait              time.Duration
@@ -58,6 +59,9 @@ type bench struct {
 	rabbitPids, redisPids []int
 	disturbed             []string
 	waitQuiet             time.Duration
+	minDur                time.Duration // shortest run that counts
+	sets                  []*rowSet     // D1, D64, S1, Q1
+	dN, d64CeilPrefetch   int
 }
 
 // runResult is one measured run.
@@ -77,16 +81,17 @@ func main() {
 	b := &bench{}
 	var workloads, impls, profile string
 	var build bool
-	flag.IntVar(&b.n, "n", 20000, "tasks per W1/W2 run")
+	flag.IntVar(&b.n, "n", 45000, "tasks per W1/W2 run (and D64); more when a run is shorter than -min-dur")
 	flag.IntVar(&b.runs, "runs", 3, "runs per workload and implementation (W1, W2, W4)")
-	flag.IntVar(&b.pyN, "py-n", 3000, "tasks per W1/W2 run for Python Celery (0: same as -n); its rate is steady long before")
+	flag.IntVar(&b.pyN, "py-n", 3500, "tasks per W1/W2 run for Python Celery (0: same as -n); its rate is steady long before")
 	flag.IntVar(&b.pyRuns, "py-runs", 0, "runs for Python Celery (0: same as -runs)")
 	flag.IntVar(&b.goC, "c", 16, "gocelery -c for W1/W2/W3")
 	flag.IntVar(&b.goWorkers, "go-workers", 1, "gocelery worker processes sharing the queue in W1, W2 and W4 (each with -c and --prefetch-multiplier)")
 	flag.IntVar(&b.goPrefetchMult, "prefetch-multiplier", 64, "gocelery --prefetch-multiplier (64 × -c 16 = 1024, the same window as the ceiling's 1000)")
 	flag.IntVar(&b.ceilPrefetch, "ceiling-prefetch", 1000, "prefetch of the raw ceiling consumer")
 	flag.IntVar(&b.w3N, "w3-n", 500, "W3 round trips")
-	flag.IntVar(&b.w4N, "w4-n", 10000, "W4 sleep(0.02) tasks (with 2000 the ~0.1 s the broker needs to deliver them dominates the 0.2 s run)")
+	flag.IntVar(&b.w4N, "w4-n", 22000, "W4 sleep(0.02) tasks (with 2000 the ~0.1 s the broker needs to deliver them dominates the 0.2 s run)")
+	flag.IntVar(&b.w4PyN, "w4-py-n", 3500, "W4 tasks for Python Celery (threads -c 64: 1000-1700/s)")
 	flag.IntVar(&b.w4C, "w4-c", 200, "W4 gocelery and ceiling concurrency")
 	flag.IntVar(&b.w4PyC, "w4-py-c", 64, "W4 Python threads pool size")
 	flag.IntVar(&b.w5N, "w5-n", 10000, "W5 countdown tasks held")
@@ -95,7 +100,7 @@ func main() {
 	flag.IntVar(&b.p1SeqN, "p1-seq-n", 3000, "P1 tasks published by the Go client from one goroutine (a confirm per task)")
 	flag.IntVar(&b.p1PyN, "p1-py-n", 2000, "P1 tasks Python's send_task publishes per run")
 	flag.IntVar(&b.p1Par, "p1-par", 64, "P1 goroutines sharing one Go client in the concurrent run")
-	flag.StringVar(&workloads, "workloads", "W1,W2,W3,W4,W5,P1,R1", "workloads to run (P1: publish rate of the Go client and Python's send_task; R1: W1 on a Redis broker)")
+	flag.StringVar(&workloads, "workloads", "W1,D1,D64,W2,W3,W4,W5,S1,Q1,P1,R1", "workloads to run (D1: default flags, D64: -c 64, S1: scale-out, Q1: quorum and priority queues, P1: publish rate of the Go client and Python's send_task, R1: W1 on a Redis broker)")
 	flag.StringVar(&impls, "impls", "ceiling,gocelery,python", "implementations to run")
 	flag.StringVar(&b.brokerURL, "broker", "amqp://guest:guest@127.0.0.1:5672//", "RabbitMQ URL")
 	flag.StringVar(&b.redisBrokerURL, "redis-broker", "redis://127.0.0.1:6379/6", "Redis broker for R1 (its own db; the bench deletes only its keys)")
@@ -105,6 +110,9 @@ func main() {
 	flag.BoolVar(&build, "build", true, "go build the gocelery binary first")
 	flag.StringVar(&profile, "profile", "", "directory: also run W1 and W2 once with a CPU-profiled in-process gocelery worker (cmd/gocelery-bench/profworker) and write w1.pprof, w2.pprof there")
 	flag.BoolVar(&b.verbose, "v", false, "log progress")
+	flag.IntVar(&b.dN, "d-n", 11000, "tasks per run of a gocelery at default flags (D1, S1 per process, Q1); more when a run is shorter than -min-dur")
+	flag.IntVar(&b.d64CeilPrefetch, "d64-ceiling-prefetch", 500, "D64: the ceiling's prefetch beside gocelery -c 64")
+	flag.DurationVar(&b.minDur, "min-dur", 2*time.Second, "shortest throughput run that counts: a shorter one is done again with more tasks")
 	flag.DurationVar(&b.waitQuiet, "wait-quiet", 0, "before each run, wait up to this long for other Celery/gocelery workers and benches on the machine to finish")
 	flag.Parse()
 	if b.pyN == 0 {
@@ -140,6 +148,8 @@ func main() {
 			rep.p1 = b.publishRates()
 		case "R1":
 			rep.r1 = b.redisThroughput()
+		case "D1", "D64", "S1", "Q1":
+			b.rowSets([]string{strings.ToUpper(strings.TrimSpace(w))})
 		case "":
 		default:
 			fmt.Fprintf(os.Stderr, "unknown workload %q\n", w)
@@ -237,9 +247,10 @@ func (b *bench) checkQuiet() {
 	}
 }
 
-// throughput runs a pre-published batch against each implementation.
+// throughput runs a pre-published batch against each implementation,
+// their runs interleaved.
 func (b *bench) throughput(w, tmpl string, results bool) map[string][]runResult {
-	out := map[string][]runResult{}
+	set := &rowSet{name: w}
 	for _, impl := range []string{"ceiling", "gocelery", "python"} {
 		if !b.impls[impl] {
 			continue
@@ -249,24 +260,121 @@ func (b *bench) throughput(w, tmpl string, results bool) map[string][]runResult 
 			n = b.w4N
 		}
 		if impl == "python" {
-			runs = b.pyRuns
-			if w != "W4" {
-				n = b.pyN
+			runs, n = b.pyRuns, b.pyN
+			switch w {
+			case "W2":
+				n = b.pyN * 3 / 2 // without results it runs ~2,300/s
+			case "W4":
+				n = b.w4PyN
 			}
 		}
-		for r := 0; r < runs; r++ {
-			res := b.throughputRun(w, impl, tmpl, results, n, r, "")
-			b.logf("%s %s run %d: %.0f tasks/s in %v, rss %.1f MiB, cpu ms/1k tasks worker %.0f rabbitmq %.0f redis %.0f %s", w, impl, r, res.rate, res.dur, mib(res.peakRSS), res.cpuWorker, res.cpuRabbit, res.cpuRedis, res.invalid)
-			out[impl] = append(out[impl], res)
-		}
+		set.rows = append(set.rows, &row{label: impl, runs: runs, n: n, run: func(n, r int) runResult {
+			return b.throughputRun(w, impl, tmpl, results, n, r, "")
+		}})
+	}
+	b.runRows(set)
+	out := map[string][]runResult{}
+	for _, x := range set.rows {
+		out[x.label] = x.res
 	}
 	return out
 }
 
+// rowSet is a group of throughput rows measured together: their runs are
+// interleaved (run 1 of every row, then run 2, ...), so a slow minute on
+// the shared machine touches all rows alike.
+type rowSet struct {
+	name, desc string
+	rows       []*row
+}
+
+type row struct {
+	label string
+	runs  int
+	n     int // tasks per run; raised when a run is shorter than -min-dur
+	run   func(n, r int) runResult
+	res   []runResult
+	ref   int // index of the row this one is compared with (-1: none)
+	ref2  int // a second comparison (-1: none)
+}
+
+// runRows measures every row of set. A valid run shorter than -min-dur
+// does not count: the row's task count is raised so a run lasts about
+// -min-dur, and the run is done again (at most twice).
+func (b *bench) runRows(set *rowSet) {
+	most := 0
+	for _, x := range set.rows {
+		most = max(most, x.runs)
+	}
+	for r := 0; r < most; r++ {
+		for _, x := range set.rows {
+			if r >= x.runs {
+				continue
+			}
+			var res runResult
+			for attempt := 0; ; attempt++ {
+				res = x.run(x.n, r)
+				b.logf("%s %s run %d: %.0f tasks/s, %d tasks in %v, rss %.1f MiB, cpu ms/1k tasks worker %.0f rabbitmq %.0f redis %.0f %s",
+					set.name, x.label, r, res.rate, x.n, res.dur.Round(time.Millisecond), mib(res.peakRSS), res.cpuWorker, res.cpuRabbit, res.cpuRedis, res.invalid)
+				if res.invalid != "" || res.dur >= b.minDur || attempt == 2 {
+					break
+				}
+				x.n = int(float64(x.n) * 1.15 * b.minDur.Seconds() / res.dur.Seconds())
+			}
+			x.res = append(x.res, res)
+		}
+	}
+}
+
 func (b *bench) throughputRun(w, impl, tmpl string, results bool, n, run int, cpuprofile string) runResult {
+	v := variant{impl: impl, w: w}
+	conc := b.goC
+	if w == "W4" {
+		v.sleep, conc = 20*time.Millisecond, b.w4C
+	}
+	switch impl {
+	case "ceiling":
+		v.ceilPrefetch, v.ceilConc = max(b.ceilPrefetch, 4*conc), conc
+	case "gocelery":
+		v.goFlags = []string{"-c", fmt.Sprint(conc), "--prefetch-multiplier", fmt.Sprint(b.goPrefetchMult)}
+		v.goWorkers = b.goWorkers
+		if cpuprofile != "" {
+			v.goFlags = append(v.goFlags, "--cpuprofile", cpuprofile)
+			v.goBin, v.goWorkers = b.profBin, 1
+		}
+	case "python":
+		v.pyPool, v.pyC, v.pyProcs = "prefork", 2, 1
+		if w == "W4" {
+			v.pyPool, v.pyC = "threads", b.w4PyC
+		}
+	}
+	return b.runVariant(v, tmpl, results, n, run)
+}
+
+// variant is one way of running a throughput workload: which
+// implementation, with which flags, how many processes, on which kind of
+// queue.
+type variant struct {
+	impl, w string
+	// gocelery: its flags (none: the defaults users run), processes
+	// sharing the queue, and the binary (empty: -bin).
+	goFlags   []string
+	goWorkers int
+	goBin     string
+	// Python: pool, -c and processes sharing the queue.
+	pyPool       string
+	pyC, pyProcs int
+	// ceiling: prefetch and, with sleep, concurrency.
+	ceilPrefetch, ceilConc int
+	sleep                  time.Duration
+	qargs                  amqp.Table // queue arguments (quorum, priority)
+	env                    []string   // worker environment (queue settings)
+}
+
+func (b *bench) runVariant(v variant, tmpl string, results bool, n, run int) runResult {
 	b.checkQuiet()
-	q := fmt.Sprintf("bench-%s-%s-%d-%s", strings.ToLower(w), impl, run, randSuffix())
-	if err := b.declareQueue(q); err != nil {
+	q := fmt.Sprintf("bench-%s-%s-%d-%s", strings.ToLower(v.w), v.impl, run, randSuffix())
+	if err := b.declareQueueArgs(q, v.qargs); err != nil {
 		return runResult{invalid: "declare: " + err.Error()}
 	}
 	defer b.deleteQueue(q)
@@ -277,40 +385,48 @@ func (b *bench) throughputRun(w, impl, tmpl string, results bool, n, run int, cp
 	defer b.forget(ids)
 	// Keys already in the db before the worker starts (another run's).
 	base, _ := b.rdb.DBSize(context.Background()).Result()
-	sleep := time.Duration(0)
-	conc := b.goC
-	if w == "W4" {
-		sleep, conc = 20*time.Millisecond, b.w4C
-	}
 	var c *ceiling
-	var p *proc
-	var extra []*proc // more gocelery workers on the same queue (-go-workers)
-	switch impl {
+	var procs []*proc // the first is measured for liveness and logs
+	switch v.impl {
 	case "ceiling":
-		c, err = b.startCeiling(q, results, sleep, conc, max(b.ceilPrefetch, 4*conc))
+		c, err = b.startCeiling(q, results, v.sleep, v.ceilConc, v.ceilPrefetch)
 	case "gocelery":
-		if cpuprofile != "" {
-			saved := b.goBin
-			b.goBin = b.profBin
-			p, err = b.startGocelery(q, conc, "--prefetch-multiplier", fmt.Sprint(b.goPrefetchMult), "--cpuprofile", cpuprofile)
-			b.goBin = saved
-		} else {
-			p, err = b.startGocelery(q, conc, "--prefetch-multiplier", fmt.Sprint(b.goPrefetchMult))
-			for i := 1; i < b.goWorkers && err == nil; i++ {
-				var more *proc
-				more, err = b.startGocelery(q, conc, "--prefetch-multiplier", fmt.Sprint(b.goPrefetchMult), "-n", fmt.Sprintf("bench%d@%%h", i))
-				extra = append(extra, more)
+		saved := b.goBin
+		if v.goBin != "" {
+			b.goBin = v.goBin
+		}
+		for i := 0; i < max(v.goWorkers, 1) && err == nil; i++ {
+			flags := v.goFlags
+			if i > 0 {
+				flags = append(slices.Clone(flags), "-n", fmt.Sprintf("bench%d@%%h", i))
+			}
+			var p *proc
+			if p, err = b.startGoceleryEnv(q, v.env, flags...); err == nil {
+				procs = append(procs, p)
 			}
 		}
+		b.goBin = saved
 	case "python":
-		if w == "W4" {
-			p, err = b.startPython(q, "threads", b.w4PyC)
-		} else {
-			p, err = b.startPython(q, "prefork", 2)
+		for i := 0; i < max(v.pyProcs, 1) && err == nil; i++ {
+			var p *proc
+			if p, err = b.startPythonEnv(q, v.pyPool, v.pyC, fmt.Sprintf("pybench%d@%%h", i), v.env); err == nil {
+				procs = append(procs, p)
+			}
 		}
 	}
 	if err != nil {
+		for _, p := range procs {
+			p.stop(syscall.SIGTERM, 20*time.Second)
+		}
 		return runResult{invalid: "start: " + err.Error()}
+	}
+	var p *proc
+	if len(procs) > 0 {
+		p = procs[0]
+	}
+	var extra []*proc
+	if len(procs) > 1 {
+		extra = procs[1:]
 	}
 	res := b.wait(q, ids, base, results, c, p, extra...)
 	// Let the tail of the prefetch window finish before stopping.
@@ -327,18 +443,12 @@ func (b *bench) throughputRun(w, impl, tmpl string, results bool, n, run int, cp
 			}
 		}
 	}
-	for _, e := range extra {
-		if e != nil {
-			e.stop(syscall.SIGTERM, 20*time.Second)
-			res.peakRSS += e.peakRSS.Load()
-		}
-	}
-	if p != nil {
+	for _, p := range procs {
 		p.stop(syscall.SIGTERM, 20*time.Second)
 		res.peakRSS += p.peakRSS.Load()
-		if res.invalid != "" {
-			b.logf("worker log: %s", p.log())
-		}
+	}
+	if p != nil && res.invalid != "" {
+		b.logf("worker log: %s", p.log())
 	}
 	if res.invalid == "" {
 		res.invalid = b.validate(q, ids, results)

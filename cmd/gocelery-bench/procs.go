@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -172,19 +173,29 @@ func vmRSS(pid int) int64 {
 
 // startGocelery execs the built gocelery binary on queue q.
 func (b *bench) startGocelery(q string, conc int, extra ...string) (*proc, error) {
-	bin := b.goBin
-	args := []string{bin, "worker", "-b", b.brokerURL, "--result-backend", b.redisURL,
-		"-Q", q, "-c", strconv.Itoa(conc), "-n", "bench@%h", "-l", "WARNING"}
-	args = append(args, extra...)
-	return startProc("gocelery", b.root, nil, args...)
+	return b.startGoceleryEnv(q, nil, append([]string{"-c", strconv.Itoa(conc), "-n", "bench@%h"}, extra...)...)
+}
+
+// startGoceleryEnv execs gocelery on q with only the given flags (none:
+// the defaults users run) and extra environment.
+func (b *bench) startGoceleryEnv(q string, env []string, flags ...string) (*proc, error) {
+	args := []string{b.goBin, "worker", "-b", b.brokerURL, "--result-backend", b.redisURL, "-Q", q, "-l", "WARNING"}
+	if !slices.Contains(flags, "-n") {
+		args = append(args, "-n", "bench@%h")
+	}
+	return startProc("gocelery", b.root, env, append(args, flags...)...)
 }
 
 // startPython starts Celery 5.7's worker on the interop task module.
 func (b *bench) startPython(q string, pool string, conc int) (*proc, error) {
+	return b.startPythonEnv(q, pool, conc, "pybench@%h", nil)
+}
+
+func (b *bench) startPythonEnv(q string, pool string, conc int, name string, extraEnv []string) (*proc, error) {
 	args := []string{b.python, "-m", "celery", "-A", "pytasks", "worker", "-Q", q,
-		"-c", strconv.Itoa(conc), "-P", pool, "-l", "WARNING", "-n", "pybench@%h",
+		"-c", strconv.Itoa(conc), "-P", pool, "-l", "WARNING", "-n", name,
 		"--without-gossip", "--without-mingle", "--without-heartbeat"}
-	env := []string{"CELERY_BROKER_URL=" + b.brokerURL, "CELERY_RESULT_BACKEND=" + b.redisURL}
+	env := append([]string{"CELERY_BROKER_URL=" + b.brokerURL, "CELERY_RESULT_BACKEND=" + b.redisURL}, extraEnv...)
 	return startProc("python", filepath.Join(b.root, "interop"), env, args...)
 }
 

@@ -220,6 +220,7 @@ func (r *report) print(w io.Writer, took time.Duration) {
 			target{name: "W5 gocelery idle RSS <= 20 MiB", want: "<= 20 MiB", got: fmt.Sprintf("%.1f MiB", mib(g.idle)), known: ok, pass: ok && mib(g.idle) <= 20},
 			target{name: fmt.Sprintf("W5 gocelery RSS with %d held <= 64 MiB", b.w5N), want: "<= 64 MiB", got: fmt.Sprintf("%.1f MiB", mib(g.held)), known: ok, pass: ok && mib(g.held) <= 64})
 	}
+	targets = append(targets, r.printSets(w)...)
 	if r.p1 != nil {
 		targets = append(targets, r.printP1(w)...)
 	}
