@@ -254,35 +254,16 @@ func secondsDuration(s float64) time.Duration {
 	return time.Duration(math.Round(s * float64(time.Second)))
 }
 
+// toInt reads an integer option: what protocol.Int takes, and also a
+// uint or a whole float64 (options given from Go code).
 func toInt(v any) (int64, bool) {
 	switch x := v.(type) {
-	case int:
-		return int64(x), true
-	case int8:
-		return int64(x), true
-	case int16:
-		return int64(x), true
-	case int32:
-		return int64(x), true
-	case int64:
-		return x, true
 	case uint:
-		return int64(x), x <= math.MaxInt64
-	case uint8:
-		return int64(x), true
-	case uint16:
-		return int64(x), true
-	case uint32:
-		return int64(x), true
-	case uint64:
 		return int64(x), x <= math.MaxInt64
 	case float64:
 		return int64(x), x == math.Trunc(x)
-	case interface{ Int64() (int64, error) }: // json.Number
-		n, err := x.Int64()
-		return n, err == nil
 	}
-	return 0, false
+	return protocol.Int(v)
 }
 
 func toFloat(v any) (float64, bool) {

@@ -323,7 +323,10 @@ func optBool(name string, v any) (bool, error) {
 	return false, malformed("%s is %s, want bool", name, PyTypeName(v))
 }
 
-func toInt64(v any) (int64, bool) {
+// Int reads an integer as the decoders give one: a Go integer type (msgpack,
+// AMQP tables) or a json.Number holding an integer. Floats are not
+// integers here, even whole ones.
+func Int(v any) (int64, bool) {
 	switch n := v.(type) {
 	case int:
 		return int64(n), true
@@ -348,12 +351,19 @@ func toInt64(v any) (int64, bool) {
 	case json.Number:
 		i, err := strconv.ParseInt(string(n), 10, 64)
 		return i, err == nil
-	case float64:
+	}
+	return 0, false
+}
+
+// toInt64 is Int, and also takes a whole float64 that is exact as a float.
+func toInt64(v any) (int64, bool) {
+	if n, ok := v.(float64); ok {
 		if n == math.Trunc(n) && math.Abs(n) < 1<<53 {
 			return int64(n), true
 		}
+		return 0, false
 	}
-	return 0, false
+	return Int(v)
 }
 
 func toFloat64(v any) (float64, bool) {

@@ -65,7 +65,7 @@ func (w *Worker) controlMessage(conn broker.Conn, d *protocol.Envelope) {
 		w.log.Warn().Msg("ignoring remote control message: body is not a mapping")
 		return
 	}
-	if c, ok := toInt(d.Headers["clock"]); ok {
+	if c, ok := protocol.Int(d.Headers["clock"]); ok {
 		w.bumpClock(c)
 	}
 	req := controlRequest{}
@@ -792,7 +792,7 @@ func argFloat(v any) (float64, bool) {
 	case bool:
 		return 0, false
 	}
-	if n, isInt := toInt(v); isInt {
+	if n, isInt := protocol.Int(v); isInt {
 		return float64(n), true
 	}
 	return 0, false
@@ -815,7 +815,7 @@ func pyNumber(v any, f float64) string {
 			return n.String()
 		}
 	}
-	if _, isInt := toInt(v); isInt {
+	if _, isInt := protocol.Int(v); isInt {
 		return strconv.FormatInt(int64(f), 10)
 	}
 	return string(protocol.AppendPyFloat(nil, f))
@@ -893,37 +893,6 @@ func fnmatchRegexp(p string) string {
 		}
 	}
 	return b.String()
-}
-
-// toInt reads an integer however the decoders gave it: a Go integer type,
-// or a json.Number holding one.
-func toInt(v any) (int64, bool) {
-	switch x := v.(type) {
-	case json.Number:
-		n, err := x.Int64()
-		return n, err == nil
-	case int64:
-		return x, true
-	case int32:
-		return int64(x), true
-	case int:
-		return int64(x), true
-	case int16:
-		return int64(x), true
-	case int8:
-		return int64(x), true
-	case uint8:
-		return int64(x), true
-	case uint16:
-		return int64(x), true
-	case uint32:
-		return int64(x), true
-	case uint64:
-		if x <= math.MaxInt64 {
-			return int64(x), true
-		}
-	}
-	return 0, false
 }
 
 func (w *Worker) bumpClock(other int64) {

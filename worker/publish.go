@@ -94,7 +94,7 @@ func (w *Worker) sendSignature(j *job, sig protocol.Signature, arg any, prepend 
 	if g, ok := opts["group_id"].(string); ok {
 		m.Group = g
 	}
-	if gi, ok := toInt(opts["group_index"]); ok {
+	if gi, ok := protocol.Int(opts["group_index"]); ok {
 		i := int(gi)
 		m.GroupIndex = &i
 	}
@@ -149,7 +149,7 @@ func stepOptions(m *protocol.Message, opts map[string]any, now time.Time) {
 	} else if exp, ok := optTime(opts["expires"]); ok {
 		m.Expires = &exp
 	}
-	if p, ok := toInt(opts["priority"]); ok && p >= 0 && p <= 255 {
+	if p, ok := protocol.Int(opts["priority"]); ok && p >= 0 && p <= 255 {
 		m.Priority = uint8(p)
 	}
 	if h, ok := tasks.AsFloat(opts["time_limit"]); ok {
@@ -164,7 +164,7 @@ func stepOptions(m *protocol.Message, opts map[string]any, now time.Time) {
 	if ir, ok := opts["ignore_result"].(bool); ok {
 		m.IgnoreResult = ir
 	}
-	if r, ok := toInt(opts["retries"]); ok && r >= 0 {
+	if r, ok := protocol.Int(opts["retries"]); ok && r >= 0 {
 		m.Retries = int(r)
 	}
 	if h, ok := opts["headers"].(map[string]any); ok && len(h) > 0 {
