@@ -11,6 +11,7 @@
 set -euo pipefail
 
 BASE=${GOCELERY_CLUSTER_DIR:-/tmp/gocelery-cluster}
+HERE=$(cd "$(dirname "$0")" && pwd)
 NODES=3
 log() { echo "rabbit-cluster: $*" >&2; }
 node() { echo "gccluster$1@localhost"; }
@@ -36,22 +37,14 @@ all_running() {
 	[ "$n" -eq "$NODES" ]
 }
 
+# start_node N: scripts/rabbit-node.sh starts it (own name, ports, data);
+# a node already up is left alone.
 start_node() {
-	local i=$1 dir="$BASE/n$1"
-	if ctl "$i" ping >/dev/null 2>&1; then
+	if ctl "$1" ping >/dev/null 2>&1; then
 		return 0
 	fi
-	mkdir -p "$dir"
-	[ -f "$dir/enabled_plugins" ] || echo '[].' >"$dir/enabled_plugins"
-	if id rabbitmq >/dev/null 2>&1; then chown -R rabbitmq:rabbitmq "$BASE"; fi
-	# Debian's wrapper runs the node as the rabbitmq user and keeps the
-	# environment, so each node gets its own name, ports and data.
-	RABBITMQ_NODENAME="$(node "$i")" RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
-		RABBITMQ_NODE_PORT=$((5800 + i)) RABBITMQ_DIST_PORT=$((25800 + i)) \
-		RABBITMQ_MNESIA_BASE="$dir/mnesia" RABBITMQ_LOG_BASE="$dir/log" \
-		RABBITMQ_PID_FILE="$dir/pid" RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins" \
-		ERL_EPMD_ADDRESS=127.0.0.1 rabbitmq-server -detached
-	wait_for 90 ctl "$i" await_startup
+	mkdir -p "$BASE"
+	bash "$HERE/rabbit-node.sh" start "gccluster$1" $((5800 + $1)) "$BASE/n$1"
 }
 
 case "${1:-}" in
@@ -71,7 +64,7 @@ start)
 	log "cluster of $NODES nodes on 127.0.0.1:5801..$((5800 + NODES))"
 	;;
 stop-node)
-	ctl "$2" stop
+	bash "$HERE/rabbit-node.sh" halt "gccluster$2" $((5800 + $2)) "$BASE/n$2"
 	;;
 start-node)
 	start_node "$2"

@@ -5,6 +5,7 @@
 #
 #   scripts/rabbit-node.sh start NAME PORT [DIR]   start NAME@localhost on PORT, wait until it is up
 #   scripts/rabbit-node.sh stop NAME PORT [DIR]    stop it and remove DIR
+#   scripts/rabbit-node.sh halt NAME PORT [DIR]    stop it, keeping DIR (a cluster member that comes back)
 #   scripts/rabbit-node.sh restart NAME PORT [DIR] stop the node (data kept), start it again
 #   scripts/rabbit-node.sh kill-conns NAME PORT    close every client connection
 #
@@ -12,7 +13,7 @@
 # $TMPDIR/gocelery-rabbit-NAME. The node listens on 127.0.0.1 only.
 set -euo pipefail
 
-cmd=${1:?usage: rabbit-node.sh start|stop|restart|kill-conns NAME PORT [DIR]}
+cmd=${1:?usage: rabbit-node.sh start|stop|halt|restart|kill-conns NAME PORT [DIR]}
 name=${2:?node name}
 port=${3:?AMQP port}
 dir=${4:-${TMPDIR:-/tmp}/gocelery-rabbit-$name}
@@ -72,6 +73,7 @@ stop() {
 case $cmd in
 start) start ;;
 stop) stop; rm -rf "$dir" ;;
+halt) stop ;;
 restart) stop; start ;;
 kill-conns) ctl close_all_connections "fault injected by the test" ;;
 *) echo "rabbit-node: unknown command $cmd" >&2; exit 2 ;;
