@@ -2,11 +2,9 @@ package backends
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -14,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/celeryworker/gocelery/internal/redact"
+	"github.com/celeryworker/gocelery/internal/redistls"
 )
 
 // TransportOptions are Celery's result_backend_transport_options that a
@@ -106,43 +105,29 @@ func parseOne(raw string) (*options, error) {
 // (which does not compare the name unless asked), a checked certificate
 // must also name the host.
 func tlsConfig(ssl map[string]string, base *tls.Config) (*tls.Config, string, error) {
-	tc := &tls.Config{MinVersion: tls.VersionTLS12}
-	if base != nil {
-		tc.ServerName = base.ServerName
-	}
 	warning := ""
-	switch strings.TrimPrefix(strings.ToLower(ssl["ssl_cert_reqs"]), "cert_") {
+	reqs := strings.TrimPrefix(strings.ToLower(ssl["ssl_cert_reqs"]), "cert_")
+	switch reqs {
 	case "required", "optional":
-		// For a client, Python's CERT_OPTIONAL checks as CERT_REQUIRED does.
 	case "none":
-		tc.InsecureSkipVerify = true
 		warning = "rediss:// with ssl_cert_reqs=CERT_NONE: the server's certificate is not checked (open to man-in-the-middle attacks)"
 	case "":
 		return nil, "", errors.New("a rediss:// URL must say ssl_cert_reqs=CERT_REQUIRED, CERT_OPTIONAL or CERT_NONE (as Celery requires)")
 	default:
 		return nil, "", fmt.Errorf("ssl_cert_reqs=%q: want CERT_REQUIRED, CERT_OPTIONAL or CERT_NONE", ssl["ssl_cert_reqs"])
 	}
-	if path := ssl["ssl_ca_certs"]; path != "" {
-		pem, err := os.ReadFile(path)
-		if err != nil {
-			return nil, "", fmt.Errorf("ssl_ca_certs: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, "", fmt.Errorf("ssl_ca_certs %s: no PEM certificate in it", path)
-		}
-		tc.RootCAs = pool
+	keyFile := ssl["ssl_keyfile"]
+	if keyFile == "" {
+		keyFile = ssl["ssl_certfile"] // a PEM holding both, as Python's load_cert_chain takes
 	}
-	certFile, keyFile := ssl["ssl_certfile"], ssl["ssl_keyfile"]
-	if certFile != "" || keyFile != "" {
-		if keyFile == "" {
-			keyFile = certFile // a PEM holding both, as Python's load_cert_chain takes
-		}
-		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-		if err != nil {
-			return nil, "", fmt.Errorf("ssl_certfile/ssl_keyfile: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
+	serverName := ""
+	if base != nil {
+		serverName = base.ServerName
+	}
+	tc, err := redistls.Config(redistls.Settings{ServerName: serverName, CertReqs: reqs,
+		CACerts: ssl["ssl_ca_certs"], CertFile: ssl["ssl_certfile"], KeyFile: keyFile})
+	if err != nil {
+		return nil, "", err
 	}
 	return tc, warning, nil
 }

@@ -2,18 +2,17 @@ package redisbroker
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/celeryworker/gocelery/internal/redact"
+	"github.com/celeryworker/gocelery/internal/redistls"
 )
 
 // Schemes this transport serves.
@@ -135,35 +134,13 @@ func (t *target) queryOptions() map[string]any {
 // tlsConfig builds the TLS settings of rediss:// as redis-py applies
 // ssl_cert_reqs, ssl_ca_certs, ssl_certfile and ssl_keyfile.
 func tlsConfig(o *Options, host string) (*tls.Config, error) {
-	c := &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
-	switch o.SSLCertReqs {
-	case "none":
-		c.InsecureSkipVerify = true
-	case "optional":
-		// redis-py's CERT_OPTIONAL checks a certificate only when the
-		// server sends one; servers always do, so it verifies.
-	case "", "required":
+	if (o.SSLCertFile == "") != (o.SSLKeyFile == "") {
+		return nil, errors.New("redisbroker: ssl_certfile and ssl_keyfile go together")
 	}
-	if o.SSLCACerts != "" {
-		pem, err := os.ReadFile(o.SSLCACerts)
-		if err != nil {
-			return nil, fmt.Errorf("redisbroker: ssl_ca_certs: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("redisbroker: ssl_ca_certs %s: no PEM certificate in it", o.SSLCACerts)
-		}
-		c.RootCAs = pool
-	}
-	if o.SSLCertFile != "" || o.SSLKeyFile != "" {
-		if o.SSLCertFile == "" || o.SSLKeyFile == "" {
-			return nil, errors.New("redisbroker: ssl_certfile and ssl_keyfile go together")
-		}
-		cert, err := tls.LoadX509KeyPair(o.SSLCertFile, o.SSLKeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("redisbroker: ssl_certfile/ssl_keyfile: %w", err)
-		}
-		c.Certificates = []tls.Certificate{cert}
+	c, err := redistls.Config(redistls.Settings{ServerName: host, CertReqs: o.SSLCertReqs,
+		CACerts: o.SSLCACerts, CertFile: o.SSLCertFile, KeyFile: o.SSLKeyFile})
+	if err != nil {
+		return nil, fmt.Errorf("redisbroker: %w", err)
 	}
 	return c, nil
 }
