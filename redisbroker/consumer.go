@@ -97,6 +97,7 @@ type consumer struct {
 	stop      chan struct{}
 	fetchDone chan struct{}
 	settled   chan struct{} // the settler has exited
+	ending    chan struct{} // closed by close: the settler stops, close settles the rest
 	stopOnce  sync.Once
 	outOnce   sync.Once
 }
@@ -140,7 +141,7 @@ func (c *Conn) Consume(ctx context.Context, queues []string, prefetch int) (<-ch
 	cs := &consumer{c: c, out: make(chan broker.Delivery), lost: make(chan struct{}),
 		queues: slices.Clone(queues), strategy: c.tr.opts.QueueOrderStrategy, prefetch: prefetch,
 		unsettled: map[uint64]*delivery{}, kick: make(chan struct{}, 1), stop: make(chan struct{}),
-		fetchDone: make(chan struct{}), settled: make(chan struct{})}
+		fetchDone: make(chan struct{}), settled: make(chan struct{}), ending: make(chan struct{})}
 	if cs.strategy == "sorted" {
 		slices.Sort(cs.queues)
 	}
@@ -489,9 +490,8 @@ func (cs *consumer) settler() {
 			// deliveries are still acked and requeued.
 			select {
 			case <-cs.kick:
-			case <-cs.c.done:
-				cs.flush()
-				return
+			case <-cs.ending:
+				return // close takes what is still waiting
 			}
 		}
 		if !cs.flush() {
@@ -536,6 +536,10 @@ func (cs *consumer) flush() bool {
 func (cs *consumer) close(clean bool) {
 	cs.halt()
 	<-cs.fetchDone
+	// Wait out a flush in flight: what it could not send must be left for
+	// the next connection before this one reports itself done.
+	close(cs.ending)
+	<-cs.settled
 	cs.mu.Lock()
 	cs.ended = true
 	var rest []*delivery
