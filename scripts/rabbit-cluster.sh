@@ -49,6 +49,10 @@ start_node() {
 
 case "${1:-}" in
 start)
+	# Data left by a run that was killed (no node answers) is stale: begin afresh.
+	up=0
+	for i in $(seq 1 $NODES); do ctl "$i" ping >/dev/null 2>&1 && up=1; done
+	[ $up = 1 ] || rm -rf "$BASE"
 	for i in $(seq 1 $NODES); do start_node "$i"; done
 	for i in $(seq 2 $NODES); do
 		if ! ctl 1 cluster_status --formatter json | grep -q "$(node "$i")"; then

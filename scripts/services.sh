@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Brings up what the tests and the demo need on loopback: RabbitMQ and Redis
 # from Debian's packages. Installs them when missing; a server already
-# answering is left alone, so running this twice is fine.
+# answering is left alone, so running this twice is fine. The RabbitMQ node
+# this starts is a scratch node for tests and demos: its data is wiped at each start.
 set -euo pipefail
 
 log() { echo "services: $*" >&2; }
@@ -55,9 +56,16 @@ else
 	export RABBITMQ_NODENAME=rabbit@localhost
 	export RABBITMQ_DIST_PORT=25672
 	export ERL_EPMD_ADDRESS=127.0.0.1
+	# A scratch node: its data starts empty at every start. The tests leave
+	# durable queues behind (quorum queues, delay levels); a node that had
+	# to recover a thousand of them was stuck at boot on a killed machine.
+	data=${GOCELERY_RABBITMQ_DATA:-/var/lib/rabbitmq/gocelery-scratch}
+	export RABBITMQ_MNESIA_BASE=$data/mnesia
+	rm -rf "$data"
+	mkdir -p "$data/mnesia" /var/log/rabbitmq
 	# The Debian package's env file may pin a node name; ours wins.
 	if [ "$(id -u)" = 0 ] && id rabbitmq >/dev/null 2>&1; then
-		mkdir -p /var/lib/rabbitmq /var/log/rabbitmq
+		mkdir -p /var/lib/rabbitmq
 		chown -R rabbitmq:rabbitmq /var/lib/rabbitmq /var/log/rabbitmq 2>/dev/null || true
 	fi
 	rabbitmq-server -detached
