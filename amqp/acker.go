@@ -49,6 +49,7 @@ type acker struct {
 	err     error            // the first write error: the channel is dead
 
 	kick      chan struct{}
+	now       chan struct{} // a StartAck write waits for the loop to send it
 	closeOnce sync.Once
 	done      chan struct{}
 	stopped   chan struct{}
@@ -83,7 +84,7 @@ var _ ackChannel = (*amqp091.Channel)(nil)
 
 func newAcker(ch ackChannel, confirm func() error) *acker {
 	a := &acker{ch: ch, confirm: confirm, next: 1, acked: map[uint64]int64{}, settled: map[uint64]bool{}, cur: newAckWrite(),
-		kick: make(chan struct{}, 1), done: make(chan struct{}), stopped: make(chan struct{})}
+		kick: make(chan struct{}, 1), now: make(chan struct{}, 1), done: make(chan struct{}), stopped: make(chan struct{})}
 	a.batch.Store(ackBatch)
 	go a.loop()
 	return a
@@ -133,18 +134,10 @@ func (a *acker) Ack(tag uint64, multiple bool) error {
 // error means it could not be (the channel is dead and the broker will
 // redeliver the message).
 func (a *acker) AckNow(tag uint64) error {
-	a.mu.Lock()
-	if err := a.err; err != nil {
-		a.mu.Unlock()
+	w, lead, err := a.join(tag)
+	if err != nil {
 		return err
 	}
-	a.acked[tag] = time.Now().UnixNano()
-	a.pending++
-	w := a.cur
-	w.waiters++
-	lead := !w.leader
-	w.leader = true
-	a.mu.Unlock()
 	if !lead {
 		// The first caller of this write sends it (or a writer before it
 		// does): the others only wait for it. Waiting on wmu instead would
@@ -164,6 +157,48 @@ func (a *acker) AckNow(tag uint64) error {
 	a.writeLocked(true, nil)
 	a.wmu.Unlock()
 	return w.err
+}
+
+// join records the ack of tag in the next write and waits for it there;
+// lead says the caller is the first (it, or the loop for it, writes).
+func (a *acker) join(tag uint64) (w *ackWrite, lead bool, err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.err != nil {
+		return nil, false, a.err
+	}
+	a.acked[tag] = time.Now().UnixNano()
+	a.pending++
+	w = a.cur
+	w.waiters++
+	lead = !w.leader
+	w.leader = true
+	return w, lead, nil
+}
+
+// StartAck is AckNow without the wait: the returned wait reports what
+// AckNow would have. A write nobody else leads is sent by the loop at once.
+func (a *acker) StartAck(tag uint64) func() error {
+	w, lead, err := a.join(tag)
+	if err != nil {
+		return func() error { return err }
+	}
+	if lead {
+		select {
+		case a.now <- struct{}{}:
+		default:
+		}
+	}
+	return func() error {
+		select {
+		case <-w.done:
+		case <-a.stopped:
+			// The loop is gone (closed): whoever waits writes.
+			_ = a.write(false, nil)
+			<-w.done
+		}
+		return w.err
+	}
 }
 
 // Nack and Reject flush what can be batched, then go out at once.
@@ -205,6 +240,8 @@ func (a *acker) loop() {
 		case <-a.done:
 			_ = a.write(true, nil)
 			return
+		case <-a.now:
+			_ = a.write(false, nil)
 		case <-a.kick:
 			a.mu.Lock()
 			full := a.pending >= int(a.batch.Load())

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -241,5 +242,46 @@ func waitWaiters(t *testing.T, a *acker, n int) {
 			t.Fatalf("waiters = %d, want %d", got, n)
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestAckerStartAck: acks started without waiting are sent by the loop at
+// once, confirmed, and those started while a barrier is out share the next
+// write; a wait after the acker closed still returns.
+func TestAckerStartAck(t *testing.T) {
+	f := &fakeChannel{}
+	var confirms atomic.Int32
+	gate := make(chan struct{})
+	a := newAcker(f, func() error {
+		if confirms.Add(1) == 1 {
+			<-gate // the first barrier is slow
+		}
+		return nil
+	})
+	w1 := a.StartAck(1)
+	// The loop writes tag 1 and waits in its barrier; 2 and 3 come meanwhile.
+	deadline := time.Now().Add(5 * time.Second)
+	for confirms.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the loop did not send a started ack")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	w2, w3 := a.StartAck(2), a.StartAck(3)
+	close(gate)
+	for i, w := range []func() error{w1, w2, w3} {
+		if err := w(); err != nil {
+			t.Fatalf("wait %d: %v", i+1, err)
+		}
+	}
+	if got, want := f.got(), []string{"ack 1 multiple=true", "ack 3 multiple=true"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("frames = %q, want %q", got, want)
+	}
+	if n := confirms.Load(); n != 2 {
+		t.Fatalf("barriers = %d, want 2 (one per write)", n)
+	}
+	a.close()
+	if err := a.StartAck(4)(); err != nil {
+		t.Fatalf("wait after close: %v", err)
 	}
 }

@@ -229,3 +229,11 @@ func (d *delivery) AckNow() error {
 	}
 	return d.c.ack.AckNow(d.tag)
 }
+
+// StartAck is AckNow without the wait (broker.AckStarter).
+func (d *delivery) StartAck() func() error {
+	if err := d.isLost(); err != nil {
+		return func() error { return err }
+	}
+	return d.c.ack.StartAck(d.tag)
+}

@@ -178,6 +178,16 @@ func AckNow(d Delivery) error {
 	return d.Ack()
 }
 
+// AckStarter is implemented by deliveries whose AckNow can be started
+// without waiting for it: StartAck sends the acknowledgement on its way
+// (sharing a write with the others started meanwhile) and returns a wait
+// that reports what AckNow would have. The worker starts the ack of the
+// next few early-ack tasks while the current ones run, so the broker's
+// round trip overlaps their work instead of preceding each start.
+type AckStarter interface {
+	StartAck() (wait func() error)
+}
+
 // Misconfigured marks err as a fault no retry can heal: the result wraps
 // ErrMisconfigured for errors.Is and keeps err's text and chain.
 func Misconfigured(err error) error {

@@ -24,15 +24,23 @@ import (
 // of a stored success.
 func (w *Worker) runJob(j *job) {
 	defer w.finish(j)
-	if w.quitting() {
-		w.reject(j, true, "shutting down before it started")
-		return
-	}
-	select {
-	case <-j.d.Lost():
-		j.log.Warn().Msgf("Task %s[%s] not started: its broker connection was lost and the broker has requeued it", j.msg.Name(), j.msg.ID)
-		return
-	default:
+	if j.ackWait != nil {
+		// Acknowledged ahead: the worker's own now, whatever happens to
+		// the connection or the worker meanwhile.
+		if !w.ackedAhead(j) {
+			return
+		}
+	} else {
+		if w.quitting() {
+			w.reject(j, true, "shutting down before it started")
+			return
+		}
+		select {
+		case <-j.d.Lost():
+			j.log.Warn().Msgf("Task %s[%s] not started: its broker connection was lost and the broker has requeued it", j.msg.Name(), j.msg.ID)
+			return
+		default:
+		}
 	}
 	j.state.Store(stateActive)
 	if h, v, revoked := w.revokedByStamp(j.msg); revoked && !w.revoked.Contains(j.msg.ID) {
@@ -65,7 +73,7 @@ func (w *Worker) run(j *job) {
 	w.running.Add(1)
 	defer w.running.Add(-1)
 	acksLate := w.acksLate(j.task)
-	if !acksLate {
+	if !acksLate && !j.acked {
 		// Acknowledged before it starts, as Celery does, and only started
 		// once the ack is on the wire: an ack still in a buffer when the
 		// connection drops would let the broker hand the task out again.

@@ -37,6 +37,11 @@ type job struct {
 	start    time.Time
 	size     int            // body bytes, for memoryReleaser
 	req      *tasks.Request // set when it runs
+	// ackWait, when set, waits for the ack started ahead of the run
+	// (ahead.go); acked is set once it succeeded: the message is the
+	// worker's, not to be settled again.
+	ackWait func() error
+	acked   bool
 }
 
 // accept takes one delivery from the serve loop: it decodes it, settles
@@ -66,6 +71,9 @@ func (w *Worker) accept(d broker.Delivery) {
 	if !w.quitting() {
 		select {
 		case w.jobs <- j:
+			// While the runners are busy, the next ones get their acks
+			// started (ahead.go).
+			w.fillAhead()
 			return
 		default:
 		}
@@ -256,6 +264,9 @@ func (w *Worker) rejectUndecodable(d broker.Delivery, info broker.DeliveryInfo, 
 }
 
 func (w *Worker) ack(j *job) {
+	if j.acked {
+		return
+	}
 	if err := j.d.Ack(); err != nil {
 		j.log.Warn().Err(err).Msgf("Task %s[%s] ack failed (the broker will redeliver the message)", j.msg.Name(), j.msg.ID)
 		return
@@ -264,6 +275,11 @@ func (w *Worker) ack(j *job) {
 }
 
 func (w *Worker) reject(j *job, requeue bool, reason string) {
+	if j.acked {
+		// Acknowledged ahead of its run: the broker no longer has it.
+		j.log.Debug().Bool("requeue", requeue).Str("reason", reason).Msg("not rejected: acknowledged before it started")
+		return
+	}
 	settle(&j.log, j.d, requeue, reason)
 }
 

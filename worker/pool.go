@@ -270,28 +270,40 @@ func (p *pool) runner(slot int, taken *atomic.Int64) {
 			}
 			continue
 		}
-		select {
-		case j := <-w.jobs:
-			taken.Add(1)
-			if up := w.runnerGate(); up != nil {
-				// The backend went down while this runner waited: hold the
-				// job (still reserved) until it is back.
-				select {
-				case <-up:
-				case <-w.quit:
+		// Jobs moved ahead (ahead.go) are older than those still waiting.
+		j, ok := w.takeAhead()
+		if !ok {
+			select {
+			case j = <-w.runq:
+				w.aheadN.Add(-1)
+			case j = <-w.jobs:
+			case <-p.shrink:
+				return
+			case <-w.done:
+				return
+			}
+		}
+		taken.Add(1)
+		// Its own ack first, then those of the jobs behind it: one write.
+		w.startAck(j)
+		w.fillAhead()
+		if up := w.runnerGate(); up != nil {
+			// The backend went down while this runner waited: hold the
+			// job (still reserved) until it is back. One acknowledged
+			// ahead is the worker's: it runs (its result is held).
+			select {
+			case <-up:
+			case <-w.quit:
+				if j.ackWait == nil {
 					w.reject(j, true, "shutting down before it started")
 					w.finish(j)
 					continue
-				case <-w.done:
-					return
 				}
+			case <-w.done:
+				return
 			}
-			w.runJob(j)
-		case <-p.shrink:
-			return
-		case <-w.done:
-			return
 		}
+		w.runJob(j)
 	}
 }
 
@@ -308,7 +320,7 @@ func (p *pool) scaler() {
 		case <-w.quit:
 			return
 		}
-		waiting := len(w.jobs)
+		waiting := len(w.jobs) + len(w.runq)
 		busy := int(w.running.Load())
 		maxN, minN := p.bounds()
 		size := p.Size()

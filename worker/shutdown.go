@@ -92,6 +92,7 @@ func (w *Worker) finalize() {
 // requeueQueued sends jobs waiting for a runner back to the broker now,
 // rather than when a busy runner gets to them.
 func (w *Worker) requeueQueued() {
+	w.requeueAhead()
 	for {
 		select {
 		case j := <-w.jobs:
@@ -112,6 +113,7 @@ func (w *Worker) requeueQueued() {
 // message is acknowledged, as Celery does for a task whose process was
 // lost while the worker lives on.
 func (w *Worker) failAcknowledged(reason string, timeout bool) {
+	w.failAckedAhead(reason)
 	w.active.Range(func(_, v any) bool {
 		a := v.(*activeTask)
 		if a.acksLate && (!timeout || a.rejectLost) {

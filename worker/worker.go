@@ -124,7 +124,13 @@ type Worker struct {
 	// 0 means unlimited.
 	multiplier int
 
-	jobs    chan *job // to the runners
+	jobs chan *job // to the runners
+	// runq holds jobs a runner moved on from jobs, early-ack ones with
+	// their ack started (ahead.go); aheadN counts them, ahead lists those
+	// acknowledged ahead that have not started.
+	runq    chan *job
+	aheadN  atomic.Int32
+	ahead   sync.Map // *job -> struct{}
 	pool    *pool
 	events  *events
 	eta     *etaScheduler
@@ -273,6 +279,7 @@ func New(cfg Config) (*Worker, error) {
 		queued = 4096
 	}
 	w.jobs = make(chan *job, queued)
+	w.runq = make(chan *job, max(1, cfg.Concurrency))
 	w.resultSlots = make(chan struct{}, max(256, 4*cfg.Concurrency))
 	if cfg.Logger != nil {
 		w.log = *cfg.Logger

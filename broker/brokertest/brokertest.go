@@ -47,6 +47,8 @@ type Broker struct {
 	dials   int
 	ackErr  error
 	ackFail int
+	// startAcks: hand out deliveries that implement broker.AckStarter.
+	startAcks bool
 
 	acked, rejected, requeued []string
 	published                 []Sent
@@ -349,6 +351,15 @@ func (b *Broker) FailDial(err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.dialErr = err
+}
+
+// StartAcks makes the deliveries handed out from now on broker.AckStarters
+// (as the AMQP transport's are), so the worker acknowledges early-ack
+// tasks ahead of their run.
+func (b *Broker) StartAcks(on bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.startAcks = on
 }
 
 // FailAcks makes every following Ack fail with err without settling, as

@@ -142,9 +142,17 @@ func (c *conn) Consume(ctx context.Context, queues []string, prefetch int) (<-ch
 			}
 			d := cs.pending[0]
 			cs.pending = cs.pending[1:]
+			if b.startAcks {
+				return startingDelivery{d}, true
+			}
 			return d, true
 		},
-		func(d broker.Delivery) { cs.pending = slices.Insert(cs.pending, 0, d.(*delivery)) })
+		func(d broker.Delivery) {
+			if s, ok := d.(startingDelivery); ok {
+				d = s.delivery
+			}
+			cs.pending = slices.Insert(cs.pending, 0, d.(*delivery))
+		})
 	b.changed()
 	return out, nil
 }
@@ -425,6 +433,15 @@ func (d *delivery) Info() broker.DeliveryInfo { return d.info }
 func (d *delivery) Lost() <-chan struct{}     { return d.lost }
 func (d *delivery) Ack() error                { return d.settle(true, false) }
 func (d *delivery) Reject(requeue bool) error { return d.settle(false, requeue) }
+
+// startingDelivery can start its ack without waiting (broker.AckStarter),
+// as the AMQP transport's can; the fake settles it at once.
+type startingDelivery struct{ *delivery }
+
+func (d startingDelivery) StartAck() func() error {
+	err := d.Ack()
+	return func() error { return err }
+}
 
 func (d *delivery) settle(ack, requeue bool) error {
 	b := d.c.b
