@@ -510,8 +510,15 @@ func TestRedisStoreAsyncBatches(t *testing.T) {
 	for i := range ids {
 		ids[i] = newTaskID(t, rb)
 		channels[i] = rb.Key(ids[i])
-		if i%3 == 0 {
+		// A third already succeeded (kept), a third already started
+		// (overwritten, as a key that exists), a third are new keys.
+		switch i % 3 {
+		case 0:
 			if err := rb.Store(ctx, result(ids[i], backends.StatusSuccess, int64(i))); err != nil {
+				t.Fatal(err)
+			}
+		case 1:
+			if err := rb.Store(ctx, result(ids[i], backends.StatusStarted, nil)); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -95,6 +95,74 @@ func (r *Redis) writeBatch(batch []pendingWrite) {
 	if r.ttl < 0 {
 		ttl = 0
 	}
+	// Most results are the first document of their task: SET NX writes
+	// those as plainly as SETEX would (the script's GET and Lua calls cost
+	// Redis more than the write itself), and only the published ones are
+	// announced. A key that exists (STARTED, RETRY, a duplicate) goes
+	// through the script, which keeps a SUCCESS.
+	written, err := r.setNew(ctx, batch, ttl)
+	if err != nil {
+		for _, w := range batch {
+			w.done(err)
+		}
+		return
+	}
+	rest := batch[:0:0]
+	for i, w := range batch {
+		if !written[i] {
+			rest = append(rest, w)
+		}
+	}
+	if len(rest) < len(batch) {
+		err = r.publishWritten(ctx, batch, written)
+		for i, w := range batch {
+			if written[i] {
+				w.done(err)
+			}
+		}
+	}
+	if len(rest) > 0 {
+		r.writeScripted(ctx, rest, ttl)
+	}
+}
+
+// setNew writes each document whose key does not exist yet (SET NX, with
+// the TTL) in one pipeline and reports which were written.
+func (r *Redis) setNew(ctx context.Context, batch []pendingWrite, ttl int64) ([]bool, error) {
+	exp := time.Duration(ttl) * time.Second
+	cmds := make([]*redis.BoolCmd, len(batch))
+	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, w := range batch {
+			cmds[i] = p.SetNX(ctx, w.key, w.doc, exp)
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, err
+	}
+	written := make([]bool, len(batch))
+	for i, c := range cmds {
+		written[i] = c.Val()
+	}
+	return written, nil
+}
+
+// publishWritten announces the documents SET NX wrote, on the channel
+// named like their key, as the script does for the others.
+func (r *Redis) publishWritten(ctx context.Context, batch []pendingWrite, written []bool) error {
+	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, w := range batch {
+			if written[i] {
+				p.Publish(ctx, w.key, w.doc)
+			}
+		}
+		return nil
+	})
+	return err
+}
+
+// writeScripted writes the batch with the never-overwrite-SUCCESS script.
+func (r *Redis) writeScripted(ctx context.Context, batch []pendingWrite, ttl int64) {
 	var err error
 	if len(batch) == 1 {
 		w := batch[0]
