@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"math"
 	"sync/atomic"
 	"time"
 
@@ -25,17 +26,23 @@ const (
 	stateActive                 // running
 )
 
-// job is one decoded task message on its way through the worker.
+// job is one decoded task message on its way through the worker. Held
+// for its ETA or waiting for a runner it is usually frozen (frozen.go):
+// msg and log are nil and frozen holds the message packed, until thaw.
+// Its delivery info is the delivery's own (d.Info()).
 type job struct {
-	state    atomic.Int32
-	d        broker.Delivery
-	info     broker.DeliveryInfo
+	state      atomic.Int32
+	size       int32 // body bytes, for memoryReleaser
+	prev, next *job  // in w.known, under w.knownMu
+	d          broker.Delivery
+	task       *tasks.Task
+	// msg is set (and frozen dropped) under w.knownMu: inspect reads them.
 	msg      *protocol.Message
-	task     *tasks.Task
-	log      zerolog.Logger
-	received time.Time
+	frozen   string
+	log      *zerolog.Logger
+	eta      time.Time // msg.ETA while it is held
+	received int64     // unix nanoseconds
 	start    time.Time
-	size     int            // body bytes, for memoryReleaser
 	req      *tasks.Request // set when it runs
 }
 
@@ -49,28 +56,31 @@ func (w *Worker) accept(d broker.Delivery) {
 		w.inflight.Done()
 		return
 	}
-	w.known.Store(j, struct{}{})
-	if j.msg.ETA != nil && time.Until(*j.msg.ETA) > 0 {
+	held := j.msg.ETA != nil && time.Until(*j.msg.ETA) > 0
+	limited := !held && w.limiter.Limited(j.msg.Task)
+	switch {
+	case held:
 		j.state.Store(stateScheduled)
-		j.log.Debug().Time("eta", *j.msg.ETA).Msg("held until its ETA")
-		w.eta.hold(j)
-		return
-	}
-	if w.limiter.Limited(j.msg.Task) {
+		j.eta = *j.msg.ETA
+		j.log.Debug().Time("eta", j.eta).Msg("held until its ETA")
+		w.freeze(j)
+	case limited:
 		j.log.Debug().Msg("waiting for a rate limit token")
+	case w.waiting.busy():
+		// It will wait for a runner: frozen meanwhile.
+		w.freeze(j)
+	}
+	w.addKnown(j)
+	switch {
+	case held:
+		w.eta.hold(j)
+	case limited:
 		go w.afterETA(j)
-		return
+	default:
+		// Off the serve loop, which must keep receiving (ETA messages,
+		// other tasks) while all runners are busy.
+		w.dispatch(j)
 	}
-	// A free runner takes it at once; otherwise wait off the serve loop, which
-	// must keep receiving (ETA messages, other tasks) while all slots are busy.
-	if !w.quitting() {
-		select {
-		case w.jobs <- j:
-			return
-		default:
-		}
-	}
-	go w.dispatch(j)
 }
 
 // prepare decodes and checks a delivery; nil means it was settled.
@@ -102,7 +112,7 @@ func (w *Worker) prepare(d broker.Delivery) (j *job) {
 		})
 		return nil
 	}
-	j = &job{d: d, info: info, msg: msg, task: task, log: log, received: time.Now(), size: len(env.Body)}
+	j = &job{d: d, msg: msg, task: task, log: &log, received: time.Now().UnixNano(), size: int32(min(len(env.Body), math.MaxInt32))}
 	w.obs.TaskReceived(msg.Task, info.RoutingKey)
 	log.Info().Msgf("Task %s[%s] received", msg.Name(), msg.ID)
 	if w.events.enabled.Load() {
@@ -121,6 +131,7 @@ func (w *Worker) prepare(d broker.Delivery) (j *job) {
 // afterETA runs when a held job is due: check it again, wait for its rate
 // limit token, then dispatch.
 func (w *Worker) afterETA(j *job) {
+	w.thaw(j)
 	if w.discarded(j, true) {
 		w.finish(j)
 		return
@@ -133,27 +144,11 @@ func (w *Worker) afterETA(j *job) {
 	w.dispatch(j)
 }
 
-// dispatch hands a job to a free runner, or requeues it if the worker
-// stops first.
+// dispatch queues a job for the runners, or requeues it if the worker
+// stops first. It does not wait.
 func (w *Worker) dispatch(j *job) {
-	if w.quitting() {
+	if w.quitting() || !w.waiting.push(j) {
 		w.reject(j, true, "shutting down before it started")
-		w.finish(j)
-		return
-	}
-	select {
-	case w.jobs <- j:
-	case <-w.quit:
-		// Requeue only once the consumers are cancelled, so the transport
-		// puts this back together with the rest it holds, in order.
-		select {
-		case <-w.loopDone:
-		case <-time.After(5 * time.Second):
-		}
-		w.reject(j, true, "shutting down before it started")
-		w.finish(j)
-	case <-j.d.Lost():
-		j.log.Debug().Msg("delivery lost with its connection; the broker has requeued it")
 		w.finish(j)
 	}
 }
@@ -173,12 +168,12 @@ func (w *Worker) discarded(j *job, async bool) bool {
 		return false
 	}
 	j.log.Warn().Msgf("Discarding revoked task: %s[%s] (%s)", j.msg.Name(), j.msg.ID, reason)
-	r := w.newResult(j.msg, j.info.RoutingKey, backends.StatusRevoked)
+	r := w.newResult(j.msg, j.d.Info().RoutingKey, backends.StatusRevoked)
 	r.Result = backends.TaskRevoked(reason).Value()
 	w.events.task("task-revoked", j.msg.ID, map[string]any{"terminated": false, "signum": nil, "expired": reason == "expired"})
-	w.obs.TaskDone(j.msg.Task, j.info.RoutingKey, backends.StatusRevoked, "", 0)
+	w.obs.TaskDone(j.msg.Task, j.d.Info().RoutingKey, backends.StatusRevoked, "", 0)
 	settle := func() {
-		w.store(&j.log, r)
+		w.store(j.log, r)
 		w.onChordPart(j, backends.StatusRevoked, r.Result)
 		w.ack(j)
 	}
@@ -211,7 +206,7 @@ func (w *Worker) alreadySucceeded(j *job) bool {
 	if status != backends.StatusSuccess {
 		return false
 	}
-	j.log.Info().Bool("redelivered", j.info.Redelivered).
+	j.log.Info().Bool("redelivered", j.d.Info().Redelivered).
 		Msgf("Task %s[%s] already succeeded; skipping the duplicate", j.msg.Name(), j.msg.ID)
 	w.ack(j)
 	return true
@@ -264,7 +259,7 @@ func (w *Worker) ack(j *job) {
 }
 
 func (w *Worker) reject(j *job, requeue bool, reason string) {
-	settle(&j.log, j.d, requeue, reason)
+	settle(w.logOf(j), j.d, requeue, reason)
 }
 
 // settle rejects d, back to its queue with requeue, logged with reason.
@@ -288,7 +283,7 @@ func isoOrNil(t *time.Time) any {
 // finish ends a job's life in the worker: it is settled (or its
 // connection is gone) and no longer listed by inspect.
 func (w *Worker) finish(j *job) {
-	w.known.Delete(j)
+	w.removeKnown(j)
 	w.inflight.Done()
-	w.mem.done(j.size)
+	w.mem.done(int(j.size))
 }

@@ -10,7 +10,7 @@ import (
 )
 
 // pool is the set of runners: long-lived goroutines that take jobs from
-// w.jobs and run them. Their number bounds concurrency; long-lived runners
+// w.waiting and run them. Their number bounds concurrency; long-lived runners
 // keep their grown stacks, which a goroutine per task would grow anew each
 // time. With autoscaling (MinConcurrency > 0) the scaler adds runners while
 // jobs wait for one and removes them after AutoscaleKeepalive idle, as
@@ -270,28 +270,25 @@ func (p *pool) runner(slot int, taken *atomic.Int64) {
 			}
 			continue
 		}
-		select {
-		case j := <-w.jobs:
-			taken.Add(1)
-			if up := w.runnerGate(); up != nil {
-				// The backend went down while this runner waited: hold the
-				// job (still reserved) until it is back.
-				select {
-				case <-up:
-				case <-w.quit:
-					w.reject(j, true, "shutting down before it started")
-					w.finish(j)
-					continue
-				case <-w.done:
-					return
-				}
-			}
-			w.runJob(j)
-		case <-p.shrink:
-			return
-		case <-w.done:
-			return
+		j, _ := w.waiting.take(p.shrink, w.quit)
+		if j == nil {
+			return // asked to exit, or stopping: Shutdown requeues what waits
 		}
+		taken.Add(1)
+		if up := w.runnerGate(); up != nil {
+			// The backend went down while this runner waited: hold the
+			// job (still reserved) until it is back.
+			select {
+			case <-up:
+			case <-w.quit:
+				w.reject(j, true, "shutting down before it started")
+				w.finish(j)
+				continue
+			case <-w.done:
+				return
+			}
+		}
+		w.runJob(j)
 	}
 }
 
@@ -308,7 +305,7 @@ func (p *pool) scaler() {
 		case <-w.quit:
 			return
 		}
-		waiting := len(w.jobs)
+		waiting := w.waiting.len()
 		busy := int(w.running.Load())
 		maxN, minN := p.bounds()
 		size := p.Size()

@@ -90,16 +90,14 @@ func (w *Worker) finalize() {
 }
 
 // requeueQueued sends jobs waiting for a runner back to the broker now,
-// rather than when a busy runner gets to them.
+// oldest first, rather than when a busy runner gets to them; jobs that
+// come later are requeued at once (dispatch).
 func (w *Worker) requeueQueued() {
-	for {
-		select {
-		case j := <-w.jobs:
+	for _, j := range w.waiting.drain() {
+		if !lost(j) {
 			w.reject(j, true, "shutting down before it started")
-			w.finish(j)
-		default:
-			return
 		}
+		w.finish(j)
 	}
 }
 

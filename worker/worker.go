@@ -124,15 +124,18 @@ type Worker struct {
 	// 0 means unlimited.
 	multiplier int
 
-	jobs    chan *job // to the runners
+	waiting *readyQueue // jobs waiting for a runner
 	pool    *pool
 	events  *events
 	eta     *etaScheduler
 	limiter *rateLimiter
 	revoked *revokedSet
 	totals  sync.Map // task name -> *atomic.Int64, for the stats command
-	known   sync.Map // *job -> struct{}: accepted and not yet settled
-	active  sync.Map // task id -> *activeTask
+	// known lists the jobs accepted and not yet settled (job.prev/next),
+	// for inspect.
+	knownMu   sync.Mutex
+	knownHead *job
+	active    sync.Map // task id -> *activeTask
 	// succeeded holds ids of SkipSucceeded tasks whose SUCCESS is being
 	// written, for alreadySucceeded.
 	succeeded sync.Map
@@ -266,13 +269,7 @@ func New(cfg Config) (*Worker, error) {
 	if cfg.PrefetchMultiplier > 0 {
 		w.multiplier = cfg.PrefetchMultiplier
 	}
-	// Buffered so the serve loop hands prefetched jobs over without a
-	// goroutine each.
-	queued := cfg.Concurrency * w.multiplier
-	if queued <= 0 || queued > 4096 {
-		queued = 4096
-	}
-	w.jobs = make(chan *job, queued)
+	w.waiting = newReadyQueue()
 	w.resultSlots = make(chan struct{}, max(256, 4*cfg.Concurrency))
 	if cfg.Logger != nil {
 		w.log = *cfg.Logger

@@ -98,7 +98,7 @@ func (b *Broker) Dial(ctx context.Context, p broker.DialParams) (broker.Conn, er
 	if b.dialErr != nil {
 		return nil, b.dialErr
 	}
-	c := &conn{b: b, name: p.Name, done: make(chan struct{}), dying: make(chan struct{}), unsettled: map[uint64]*delivery{}}
+	c := &conn{b: b, name: p.Name, done: make(chan struct{}), dying: make(chan struct{}), lost: make(chan struct{}), unsettled: map[uint64]*delivery{}}
 	b.conns = append(b.conns, c)
 	return c, nil
 }
