@@ -127,12 +127,12 @@ func heldMemory(tb testing.TB, n int, eta bool) (perMsg, bodyLen float64) {
 	return (float64(after) - float64(before)) / float64(n), float64(len(sample))
 }
 
-// TestMemoryReturnsAfterLargeMessages: after a burst of 6 messages of 50
-// MB each nothing accumulates (no pool, job list or logger keeps the
-// bodies or their decoded arguments), and once one more message has been
-// taken the live heap is back where it was. (The decoded arguments of the
-// last message stay reachable until the next message comes; what holds
-// them was not found: docs/hostile-input.md.)
+// TestMemoryReturnsAfterLargeMessages: once a burst of 6 messages of 50
+// MB each is done with, the live heap is back where it was: no pool, job
+// list or logger keeps the bodies or their decoded arguments, not even the
+// last message's. (What kept the last one until the next message came was
+// the in-memory broker's queue array; amqp091 keeps the last body of each
+// channel so: docs/hostile-input.md.)
 func TestMemoryReturnsAfterLargeMessages(t *testing.T) {
 	const size = 50_000_000
 	reg := tasks.NewRegistry()
@@ -155,8 +155,8 @@ func TestMemoryReturnsAfterLargeMessages(t *testing.T) {
 	after := heapAfterGC()
 	t.Logf("live heap before %.1f MiB, after 6 x 50 MB %.1f MiB, after one more message %.1f MiB",
 		float64(before)/(1<<20), float64(burst)/(1<<20), float64(after)/(1<<20))
-	if burst > before+size*5/4 {
-		t.Fatalf("live heap %d bytes after the burst, %d before: more than one message is kept", burst, before)
+	if burst > before+8<<20 {
+		t.Fatalf("live heap %d bytes after the burst, %d before: a large message is kept", burst, before)
 	}
 	if after > before+8<<20 {
 		t.Fatalf("live heap %d bytes after the next message, %d before: a large message is kept", after, before)

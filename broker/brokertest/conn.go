@@ -144,6 +144,10 @@ func (c *conn) Consume(ctx context.Context, queues []string, prefetch int) (<-ch
 				return nil, false
 			}
 			d := cs.pending[0]
+			// Cleared: the array behind pending would otherwise keep the
+			// last delivery, and the broker's copy of its body, reachable
+			// until the next one comes.
+			cs.pending[0] = nil
 			cs.pending = cs.pending[1:]
 			return d, true
 		},
