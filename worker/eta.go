@@ -93,7 +93,7 @@ func (s *etaScheduler) run() {
 					continue
 				}
 				j.state.Store(stateReserved)
-				go w.afterETA(j)
+				w.afterETA(j)
 			}
 		case <-w.quit:
 			for _, j := range s.heap {

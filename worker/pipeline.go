@@ -75,7 +75,7 @@ func (w *Worker) accept(d broker.Delivery) {
 	case held:
 		w.eta.hold(j)
 	case limited:
-		go w.afterETA(j)
+		go w.afterToken(j)
 	default:
 		// Off the serve loop, which must keep receiving (ETA messages,
 		// other tasks) while all runners are busy.
@@ -128,14 +128,25 @@ func (w *Worker) prepare(d broker.Delivery) (j *job) {
 	return j
 }
 
-// afterETA runs when a held job is due: check it again, wait for its rate
-// limit token, then dispatch.
+// afterETA runs on the scheduler's goroutine when a held job is due:
+// check it again, then queue it for the runners, so jobs due together
+// wait in ETA order; a rate-limited one waits for its token off the
+// scheduler.
 func (w *Worker) afterETA(j *job) {
 	w.thaw(j)
 	if w.discarded(j, true) {
 		w.finish(j)
 		return
 	}
+	if w.limiter.Limited(j.msg.Task) {
+		go w.afterToken(j)
+		return
+	}
+	w.dispatch(j)
+}
+
+// afterToken waits for j's rate limit token, then dispatches it.
+func (w *Worker) afterToken(j *job) {
 	if err := w.limiter.Wait(w.quitCtx, j.msg.Task); err != nil {
 		w.reject(j, true, "shutting down before it started")
 		w.finish(j)
