@@ -38,23 +38,24 @@ func liveAfterGC() uint64 {
 	return ms.HeapAlloc + ms.StackInuse
 }
 
+// heldModes are the ways a worker holds messages: for their ETA, prefetched
+// while the only runner is busy (unlimited prefetch), or waiting for a
+// rate limit token.
+var heldModes = []string{"eta", "prefetched", "ratelimited"}
+
 // BenchmarkHeldMessageMemory reports what the worker keeps per message it
-// holds beyond the broker's own copy: held for an ETA, or prefetched
-// (unlimited prefetch, one runner busy). "B/held" is the live heap and
+// holds beyond the broker's own copy, in each of heldModes. "B/held" is the live heap and
 // goroutine stacks added per message after the worker took them all,
 // divided by their number (the in-memory broker's delivery objects
 // included); "body-B" the body size of each. Run with -benchtime 1x (each
 // iteration holds 20,000 messages).
 func BenchmarkHeldMessageMemory(b *testing.B) {
 	const n = 20000
-	for _, tc := range []struct {
-		name string
-		eta  bool
-	}{{"eta", true}, {"prefetched", false}} {
-		b.Run(tc.name, func(b *testing.B) {
+	for _, mode := range heldModes {
+		b.Run(mode, func(b *testing.B) {
 			var perMsg, bodyLen float64
 			for i := 0; i < b.N; i++ {
-				p, l := heldMemory(b, n, tc.eta)
+				p, l := heldMemory(b, n, mode)
 				perMsg += p
 				bodyLen = l
 			}
@@ -64,15 +65,15 @@ func BenchmarkHeldMessageMemory(b *testing.B) {
 	}
 }
 
-// TestHeldMessageMemory bounds what a held or prefetched message costs
-// (BenchmarkHeldMessageMemory measures it): about 400 bytes with an
-// 85-byte body, 1,400 to 2,000 (and a goroutine each while waiting for a
-// runner) before messages were kept frozen and queued.
+// TestHeldMessageMemory bounds what a held message costs in each of
+// heldModes (BenchmarkHeldMessageMemory measures it): about 400 bytes
+// with an 85-byte body; 1,400 held for an ETA and 3,700 or more waiting
+// (a goroutine each) before messages were kept frozen and queued.
 func TestHeldMessageMemory(t *testing.T) {
 	const bound = 600
-	for name, eta := range map[string]bool{"eta": true, "prefetched": false} {
-		t.Run(name, func(t *testing.T) {
-			perMsg, _ := heldMemory(t, 20000, eta)
+	for _, mode := range heldModes {
+		t.Run(mode, func(t *testing.T) {
+			perMsg, _ := heldMemory(t, 20000, mode)
 			t.Logf("%.0f bytes per message", perMsg)
 			if perMsg > bound {
 				t.Errorf("%.0f bytes per held message, want at most %d", perMsg, bound)
@@ -81,19 +82,28 @@ func TestHeldMessageMemory(t *testing.T) {
 	}
 }
 
-func heldMemory(tb testing.TB, n int, eta bool) (perMsg, bodyLen float64) {
+func heldMemory(tb testing.TB, n int, mode string) (perMsg, bodyLen float64) {
 	b, _ := tb.(*testing.B)
+	eta := mode == "eta"
 	release := make(chan struct{})
 	reg := tasks.NewRegistry()
 	reg.MustRegister("t.block", func(ctx context.Context) (string, error) { <-release; return "", nil })
-	reg.MustRegister("t.add", func(ctx context.Context, x, y int) (int, error) { return x + y, nil })
+	var opts []tasks.Option
+	if mode == "ratelimited" {
+		opts = append(opts, tasks.RateLimit("1/h"))
+	}
+	reg.MustRegister("t.add", func(ctx context.Context, x, y int) (int, error) { return x + y, nil }, opts...)
 	// Logs at INFO to nowhere: the fixture's debug log buffer would count.
 	quiet := zerolog.New(io.Discard).Level(zerolog.InfoLevel)
 	f := newFixture(tb, reg, worker.Config{PrefetchMultiplier: -1, Backend: newMemBackend(), Logger: &quiet})
 	defer close(release)
 	later := time.Now().Add(time.Hour)
-	if !eta {
+	switch mode {
+	case "prefetched":
 		f.b.PublishMessage(testQueue, &protocol.Message{ID: "blocker", Task: "t.block"})
+	case "ratelimited":
+		// Takes the hour's token.
+		f.b.PublishMessage(testQueue, &protocol.Message{ID: "first", Task: "t.add", Args: []any{0, 0}})
 	}
 	var sample []byte
 	for i := 0; i < n; i++ {

@@ -56,8 +56,9 @@ func (w *Worker) accept(d broker.Delivery) {
 		w.inflight.Done()
 		return
 	}
+	task := j.msg.Task
 	held := j.msg.ETA != nil && time.Until(*j.msg.ETA) > 0
-	limited := !held && w.limiter.Limited(j.msg.Task)
+	limited := !held && w.limiter.Limited(task)
 	switch {
 	case held:
 		j.state.Store(stateScheduled)
@@ -66,6 +67,7 @@ func (w *Worker) accept(d broker.Delivery) {
 		w.freeze(j)
 	case limited:
 		j.log.Debug().Msg("waiting for a rate limit token")
+		w.freeze(j)
 	case w.waiting.busy():
 		// It will wait for a runner: frozen meanwhile.
 		w.freeze(j)
@@ -75,7 +77,7 @@ func (w *Worker) accept(d broker.Delivery) {
 	case held:
 		w.eta.hold(j)
 	case limited:
-		go w.afterToken(j)
+		w.pace(j, task)
 	default:
 		// Off the serve loop, which must keep receiving (ETA messages,
 		// other tasks) while all runners are busy.
@@ -129,9 +131,9 @@ func (w *Worker) prepare(d broker.Delivery) (j *job) {
 }
 
 // afterETA runs on the scheduler's goroutine when a held job is due:
-// check it again, then queue it for the runners, so jobs due together
-// wait in ETA order; a rate-limited one waits for its token off the
-// scheduler.
+// check it again, then queue it for the runners (so jobs due together
+// wait in ETA order), or behind its task's others waiting for a rate
+// limit token.
 func (w *Worker) afterETA(j *job) {
 	w.thaw(j)
 	if w.discarded(j, true) {
@@ -139,17 +141,7 @@ func (w *Worker) afterETA(j *job) {
 		return
 	}
 	if w.limiter.Limited(j.msg.Task) {
-		go w.afterToken(j)
-		return
-	}
-	w.dispatch(j)
-}
-
-// afterToken waits for j's rate limit token, then dispatches it.
-func (w *Worker) afterToken(j *job) {
-	if err := w.limiter.Wait(w.quitCtx, j.msg.Task); err != nil {
-		w.reject(j, true, "shutting down before it started")
-		w.finish(j)
+		w.pace(j, j.msg.Task)
 		return
 	}
 	w.dispatch(j)

@@ -836,3 +836,29 @@ func TestWaitingJobsStartInOrder(t *testing.T) {
 		t.Fatalf("started in order\n%v\nwant\n%v", runs.order, want)
 	}
 }
+
+// TestRateLimitedStartInOrder: jobs of a rate-limited task waiting for
+// their tokens start in the order they came, one token apart.
+func TestRateLimitedStartInOrder(t *testing.T) {
+	t.Parallel()
+	runs := newRunLog()
+	reg := tasks.NewRegistry()
+	reg.MustRegister("t.paced", func(ctx context.Context) (string, error) { runs.add(ctx); return "p", nil }, tasks.RateLimit("100/s"))
+	f := startWorker(t, reg, worker.Config{Concurrency: 4, PrefetchMultiplier: -1})
+	var want []string
+	for i := range 30 {
+		id := fmt.Sprintf("r%02d", i)
+		f.publish(id, "t.paced")
+		want = append(want, id)
+	}
+	brokertest.WaitFor(t, patience, func() bool { return runs.total() == len(want) }, "every job run")
+	runs.mu.Lock()
+	defer runs.mu.Unlock()
+	if !slices.Equal(runs.order, want) {
+		t.Fatalf("started in order\n%v\nwant\n%v", runs.order, want)
+	}
+	first, last := runs.at[want[0]][0], runs.at[want[len(want)-1]][0]
+	if took := last.Sub(first); took < 250*time.Millisecond {
+		t.Fatalf("30 runs at 100/s took %v", took)
+	}
+}

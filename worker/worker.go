@@ -129,8 +129,11 @@ type Worker struct {
 	events  *events
 	eta     *etaScheduler
 	limiter *rateLimiter
-	revoked *revokedSet
-	totals  sync.Map // task name -> *atomic.Int64, for the stats command
+	// pacers hold the jobs waiting for a rate limit token, per task name.
+	pacersMu sync.Mutex
+	pacers   map[string]*pacer
+	revoked  *revokedSet
+	totals   sync.Map // task name -> *atomic.Int64, for the stats command
 	// known lists the jobs accepted and not yet settled (job.prev/next),
 	// for inspect.
 	knownMu   sync.Mutex
@@ -253,6 +256,7 @@ func New(cfg Config) (*Worker, error) {
 		nodeName:    ExpandNodeName(cfg.NodeName, host),
 		origin:      fmt.Sprintf("gen%d@%s", os.Getpid(), host),
 		limiter:     newRateLimiter(),
+		pacers:      map[string]*pacer{},
 		revoked:     newRevokedSet(50000, 3*time.Hour),
 		connChanged: make(chan struct{}),
 		loopDone:    make(chan struct{}),
