@@ -79,8 +79,8 @@ func (w *Worker) accept(d broker.Delivery) {
 	case limited:
 		w.pace(j, task)
 	default:
-		// Off the serve loop, which must keep receiving (ETA messages,
-		// other tasks) while all runners are busy.
+		// Queued, not handed over: the serve loop must keep receiving (ETA
+		// messages, other tasks) while all runners are busy.
 		w.dispatch(j)
 	}
 }
