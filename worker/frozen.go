@@ -12,10 +12,11 @@ import (
 	"github.com/celeryworker/gocelery/protocol"
 )
 
-// A message held for its ETA or waiting for a runner is kept frozen: its
-// decoded fields packed into one byte slice (about the size of the message
-// on the wire), instead of the decoded protocol.Message (a 512-byte struct,
-// a map and a boxed value per argument, a string per header). It is thawed
+// A message held for its ETA, or waiting for a runner or a rate limit
+// token, is kept frozen: its decoded fields packed into one string (about
+// the size of the message on the wire, or less), instead of the decoded
+// protocol.Message (a 512-byte struct, a map and a boxed value per
+// argument, a string per header). It is thawed
 // back to an equal Message when it is due, taken by a runner, or listed by
 // inspect. A message holding a value the packing does not know (kombu's
 // datetime, decimal, ... in its arguments) stays decoded.
