@@ -29,6 +29,19 @@ func (w *Worker) freeze(j *job) {
 	}
 }
 
+// refreeze packs j's message again (a due job that will wait for a
+// runner); inspect may be reading j, hence the lock.
+func (w *Worker) refreeze(j *job) {
+	b, ok := freeze(j.msg)
+	if !ok {
+		return
+	}
+	j.log = nil
+	w.knownMu.Lock()
+	j.frozen, j.msg = b, nil
+	w.knownMu.Unlock()
+}
+
 // thaw gives a frozen j its message and logger back; the goroutine that
 // has j calls it before it reads j.msg.
 func (w *Worker) thaw(j *job) {

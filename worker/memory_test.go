@@ -39,9 +39,9 @@ func liveAfterGC() uint64 {
 }
 
 // heldModes are the ways a worker holds messages: for their ETA, prefetched
-// while the only runner is busy (unlimited prefetch), or waiting for a
-// rate limit token.
-var heldModes = []string{"eta", "prefetched", "ratelimited"}
+// while the only runner is busy (unlimited prefetch), due (their ETA
+// passed) while it is busy, or waiting for a rate limit token.
+var heldModes = []string{"eta", "prefetched", "due", "ratelimited"}
 
 // BenchmarkHeldMessageMemory reports what the worker keeps per message it
 // holds beyond the broker's own copy, in each of heldModes. "B/held" is the live heap and
@@ -98,8 +98,11 @@ func heldMemory(tb testing.TB, n int, mode string) (perMsg, bodyLen float64) {
 	f := newFixture(tb, reg, worker.Config{PrefetchMultiplier: -1, Backend: newMemBackend(), Logger: &quiet})
 	defer close(release)
 	later := time.Now().Add(time.Hour)
+	if mode == "due" {
+		later = time.Now().Add(time.Second)
+	}
 	switch mode {
-	case "prefetched":
+	case "prefetched", "due":
 		f.b.PublishMessage(testQueue, &protocol.Message{ID: "blocker", Task: "t.block"})
 	case "ratelimited":
 		// Takes the hour's token.
@@ -108,7 +111,7 @@ func heldMemory(tb testing.TB, n int, mode string) (perMsg, bodyLen float64) {
 	var sample []byte
 	for i := 0; i < n; i++ {
 		m := &protocol.Message{ID: protocol.NewUUID(), Task: "t.add", Args: []any{i, 2}}
-		if eta {
+		if eta || mode == "due" {
 			m.ETA = &later
 		}
 		env, err := protocol.Encode(m, protocol.EncodeOptions{})

@@ -144,6 +144,11 @@ func (w *Worker) afterETA(j *job) {
 		w.pace(j, j.msg.Task)
 		return
 	}
+	if w.waiting.busy() {
+		// Many come due at once (a batch of countdown tasks): frozen
+		// again while they wait for a runner.
+		w.refreeze(j)
+	}
 	w.dispatch(j)
 }
 
