@@ -44,7 +44,7 @@ func (w *Worker) onFailureCanvas(j *job, failure *backends.Result) {
 		if id := sig.TaskID(); id != "" {
 			r := *failure
 			r.TaskID = id
-			w.store(&j.log, &r)
+			w.store(j.log, &r)
 		}
 	}
 	for _, eb := range m.Errbacks {
@@ -111,7 +111,7 @@ func (w *Worker) onChordPart(j *job, state string, result any) {
 			j.log.Error().Str("group", m.Group).Msgf("Chord %s[%s] failed: %s", body.Task, bodyID, msg)
 			if bodyID != "" {
 				tb := msg
-				w.store(&j.log, &backends.Result{TaskID: bodyID, Status: backends.StatusFailure,
+				w.store(j.log, &backends.Result{TaskID: bodyID, Status: backends.StatusFailure,
 					Result: backends.ChordError(msg).Value(), Traceback: &tb, Children: []any{},
 					DateDone: time.Now().UTC(), GroupID: m.Group})
 			}

@@ -21,7 +21,7 @@ type etaScheduler struct {
 type etaHeap []*job
 
 func (h etaHeap) Len() int           { return len(h) }
-func (h etaHeap) Less(i, j int) bool { return h[i].msg.ETA.Before(*h[j].msg.ETA) }
+func (h etaHeap) Less(i, j int) bool { return h[i].eta.Before(h[j].eta) }
 func (h etaHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
 func (h *etaHeap) Push(x any)        { *h = append(*h, x.(*job)) }
 func (h *etaHeap) Pop() any {
@@ -51,7 +51,7 @@ func (s *etaScheduler) run() {
 		changed := false
 		next := time.Hour
 		if len(s.heap) > 0 {
-			next = time.Until(*s.heap[0].msg.ETA)
+			next = time.Until(s.heap[0].eta)
 		}
 		timer.Reset(next)
 		select {
@@ -85,7 +85,7 @@ func (s *etaScheduler) run() {
 			heap.Init(&s.heap)
 		case <-timer.C:
 			now := time.Now()
-			for len(s.heap) > 0 && !s.heap[0].msg.ETA.After(now) {
+			for len(s.heap) > 0 && !s.heap[0].eta.After(now) {
 				j := heap.Pop(&s.heap).(*job)
 				changed = true
 				if lost(j) {
@@ -93,7 +93,7 @@ func (s *etaScheduler) run() {
 					continue
 				}
 				j.state.Store(stateReserved)
-				go w.afterETA(j)
+				w.afterETA(j)
 			}
 		case <-w.quit:
 			for _, j := range s.heap {

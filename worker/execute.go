@@ -24,6 +24,7 @@ import (
 // of a stored success.
 func (w *Worker) runJob(j *job) {
 	defer w.finish(j)
+	w.thaw(j)
 	if j.ackWait != nil {
 		// Acknowledged ahead: the worker's own now, whatever happens to
 		// the connection or the worker meanwhile.
@@ -87,16 +88,16 @@ func (w *Worker) run(j *job) {
 	j.req = req
 	ignore := j.msg.IgnoreResult || j.task.Options.IgnoreResult
 	if (w.cfg.TrackStarted || j.task.Options.TrackStarted) && !ignore {
-		r := w.newResult(j.msg, j.info.RoutingKey, backends.StatusStarted)
+		r := w.newResult(j.msg, j.d.Info().RoutingKey, backends.StatusStarted)
 		r.Result = map[string]any{"pid": int64(os.Getpid()), "hostname": w.nodeName}
-		w.store(&j.log, r)
+		w.store(j.log, r)
 	}
 	j.start = time.Now()
-	waitFrom := j.received
+	waitFrom := time.Unix(0, j.received)
 	if eta := j.msg.ETA; eta != nil && eta.After(waitFrom) {
 		waitFrom = *eta
 	}
-	w.obs.TaskStarted(j.msg.Task, j.info.RoutingKey, j.start.Sub(waitFrom))
+	w.obs.TaskStarted(j.msg.Task, j.d.Info().RoutingKey, j.start.Sub(waitFrom))
 	// Listed as active until its outcome is recorded, so a stop in between
 	// still finds it (failAcknowledged).
 	defer w.active.Delete(j.msg.ID)
@@ -143,7 +144,7 @@ type runFinish struct {
 // time at once, it waits for that run, then acks the redelivery if the
 // result was stored, or lets it run if not.
 func (w *Worker) ranHere(j *job) bool {
-	if !j.info.Redelivered {
+	if !j.d.Info().Redelivered {
 		return false
 	}
 	f, ok := w.finishing.Load(j.msg.ID)
@@ -177,17 +178,17 @@ func (w *Worker) request(j *job) *tasks.Request {
 		Retries:    m.Retries,
 		Hostname:   w.nodeName,
 		DeliveryInfo: tasks.DeliveryInfo{
-			Exchange:    j.info.Exchange,
-			RoutingKey:  j.info.RoutingKey,
-			Redelivered: j.info.Redelivered,
-			Priority:    int(j.info.Priority),
+			Exchange:    j.d.Info().Exchange,
+			RoutingKey:  j.d.Info().RoutingKey,
+			Redelivered: j.d.Info().Redelivered,
+			Priority:    int(j.d.Info().Priority),
 		},
 		ETA:     m.ETA,
 		Expires: m.Expires,
 		Args:    m.Args,
 		Kwargs:  m.Kwargs,
 		Task:    j.task,
-		Logger:  j.log,
+		Logger:  *j.log,
 	}
 	if req.RootID == "" {
 		req.RootID = m.ID
@@ -197,7 +198,7 @@ func (w *Worker) request(j *job) *tasks.Request {
 		if ignore || w.be.store == nil {
 			return nil
 		}
-		r := w.newResult(m, j.info.RoutingKey, state)
+		r := w.newResult(m, j.d.Info().RoutingKey, state)
 		r.Result = meta
 		return w.be.store.Store(ctx, r)
 	}
@@ -266,7 +267,7 @@ func (w *Worker) execute(j *job, req *tasks.Request) outcome {
 	hard, soft := w.limits(j)
 	a := &activeTask{msg: j.msg, start: time.Now(), acksLate: w.acksLate(j.task),
 		rejectLost: w.rejectOnWorkerLost(j.task), d: j.d,
-		info: j.info, cancel: cancel, terminated: make(chan struct{})}
+		info: j.d.Info(), cancel: cancel, terminated: make(chan struct{})}
 	w.active.Store(j.msg.ID, a) // deleted by run once the outcome is recorded
 	if soft > 0 {
 		t := time.AfterFunc(soft, func() { cancel(tasks.ErrSoftTimeLimitExceeded) })
@@ -348,7 +349,7 @@ func (w *Worker) record(j *job, out outcome, ignore bool, finished func(stored b
 		// then the canvas steps, as Celery's request.children.
 		children := append(j.req.Children(), w.onSuccessCanvas(j, out.value)...)
 		if !ignore {
-			r := w.newResult(m, j.info.RoutingKey, backends.StatusSuccess)
+			r := w.newResult(m, j.d.Info().RoutingKey, backends.StatusSuccess)
 			r.Result = out.value
 			if children != nil {
 				r.Children = children
@@ -361,10 +362,10 @@ func (w *Worker) record(j *job, out outcome, ignore bool, finished func(stored b
 				then := finished
 				finished = func(stored bool) { w.succeeded.Delete(m.ID); then(stored) }
 			}
-			w.storeThen(&j.log, r, finished)
+			w.storeThen(j.log, r, finished)
 		}
 		w.onChordPart(j, backends.StatusSuccess, out.value)
-		w.obs.TaskDone(m.Task, j.info.RoutingKey, backends.StatusSuccess, "", time.Since(j.start))
+		w.obs.TaskDone(m.Task, j.d.Info().RoutingKey, backends.StatusSuccess, "", time.Since(j.start))
 		if w.events.enabled.Load() {
 			w.events.task("task-succeeded", m.ID, map[string]any{"result": truncate(protocol.PyRepr(out.value), 1024), "runtime": runtime})
 		}
@@ -385,12 +386,12 @@ func (w *Worker) record(j *job, out outcome, ignore bool, finished func(stored b
 	}
 	if errors.Is(out.err, tasks.ErrTerminated) {
 		j.log.Warn().Msgf("Task %s[%s] terminated", m.Name(), m.ID)
-		r := w.newResult(m, j.info.RoutingKey, backends.StatusRevoked)
+		r := w.newResult(m, j.d.Info().RoutingKey, backends.StatusRevoked)
 		r.Result = backends.TaskRevoked("terminated").Value()
-		stored = w.store(&j.log, r)
+		stored = w.store(j.log, r)
 		w.onChordPart(j, backends.StatusRevoked, r.Result)
 		w.events.task("task-revoked", m.ID, map[string]any{"terminated": true, "signum": "SIGTERM", "expired": false})
-		w.obs.TaskDone(m.Task, j.info.RoutingKey, backends.StatusRevoked, "", time.Since(j.start))
+		w.obs.TaskDone(m.Task, j.d.Info().RoutingKey, backends.StatusRevoked, "", time.Since(j.start))
 		return
 	}
 	exc, tb := w.exceptionOf(out)
@@ -403,14 +404,14 @@ func (w *Worker) record(j *job, out outcome, ignore bool, finished func(stored b
 // does) and runs the failure side of the canvas; it reports whether the
 // result was stored.
 func (w *Worker) fail(j *job, exc backends.ExceptionInfo, tb *string) bool {
-	w.obs.TaskDone(j.msg.Task, j.info.RoutingKey, backends.StatusFailure, exc.Type, time.Since(j.start))
-	r := w.failureResult(j.msg, j.info.RoutingKey, exc, tb)
+	w.obs.TaskDone(j.msg.Task, j.d.Info().RoutingKey, backends.StatusFailure, exc.Type, time.Since(j.start))
+	r := w.failureResult(j.msg, j.d.Info().RoutingKey, exc, tb)
 	if j.req != nil {
 		if c := j.req.Children(); len(c) > 0 {
 			r.Children = c
 		}
 	}
-	stored := w.store(&j.log, r)
+	stored := w.store(j.log, r)
 	var tbText any
 	if tb != nil {
 		tbText = *tb

@@ -54,32 +54,27 @@ func (w *Worker) activeInfo(safe bool) []any {
 	return out
 }
 
-// jobsIn lists the accepted jobs in state.
-func (w *Worker) jobsIn(state int32) []*job {
-	var out []*job
-	w.known.Range(func(k, _ any) bool {
-		if j := k.(*job); j.state.Load() == state {
-			out = append(out, j)
-		}
-		return true
-	})
+// jobsIn lists the accepted jobs in state, with their messages (thawed
+// for the occasion when frozen), by id.
+func (w *Worker) jobsIn(state int32) []jobView {
+	out := w.knownJobs(func(j *job) bool { return j.state.Load() == state })
 	sort.Slice(out, func(a, b int) bool { return out[a].msg.ID < out[b].msg.ID })
 	return out
 }
 
 func (w *Worker) reservedInfo() []any {
 	out := []any{}
-	for _, j := range w.jobsIn(stateReserved) {
-		out = append(out, w.requestInfo(j.msg, j.info, nil, false, false))
+	for _, v := range w.jobsIn(stateReserved) {
+		out = append(out, w.requestInfo(v.msg, v.j.d.Info(), nil, false, false))
 	}
 	return out
 }
 
 func (w *Worker) scheduledInfo() []any {
 	out := []any{}
-	for _, j := range w.jobsIn(stateScheduled) {
-		out = append(out, map[string]any{"eta": protocol.FormatTime(*j.msg.ETA), "priority": int64(6),
-			"request": w.requestInfo(j.msg, j.info, nil, false, false)})
+	for _, v := range w.jobsIn(stateScheduled) {
+		out = append(out, map[string]any{"eta": protocol.FormatTime(*v.msg.ETA), "priority": int64(6),
+			"request": w.requestInfo(v.msg, v.j.d.Info(), nil, false, false)})
 	}
 	return out
 }
@@ -93,25 +88,21 @@ func (w *Worker) queryTask(ids []string) map[string]any {
 		want[id] = true
 	}
 	out := map[string]any{}
-	w.known.Range(func(k, _ any) bool {
-		j := k.(*job)
-		if !want[j.msg.ID] {
-			return true
-		}
+	for _, v := range w.knownJobs(func(j *job) bool { return want[j.id()] }) {
+		j, m, info := v.j, v.msg, v.j.d.Info()
 		switch j.state.Load() {
 		case stateActive:
 			var start *time.Time
-			if v, running := w.active.Load(j.msg.ID); running {
-				start = &v.(*activeTask).start
+			if a, running := w.active.Load(m.ID); running {
+				start = &a.(*activeTask).start
 			}
-			out[j.msg.ID] = []any{"active", w.requestInfo(j.msg, j.info, start, !w.acksLate(j.task), false)}
+			out[m.ID] = []any{"active", w.requestInfo(m, info, start, !w.acksLate(j.task), false)}
 		case stateScheduled:
-			out[j.msg.ID] = []any{"scheduled", w.requestInfo(j.msg, j.info, nil, false, false)}
+			out[m.ID] = []any{"scheduled", w.requestInfo(m, info, nil, false, false)}
 		default:
-			out[j.msg.ID] = []any{"reserved", w.requestInfo(j.msg, j.info, nil, false, false)}
+			out[m.ID] = []any{"reserved", w.requestInfo(m, info, nil, false, false)}
 		}
-		return true
-	})
+	}
 	return out
 }
 
@@ -186,11 +177,10 @@ func timeoutValue(d time.Duration) any {
 // ETA).
 func (w *Worker) reservedCount() int {
 	n := 0
-	w.known.Range(func(k, _ any) bool {
-		if s := k.(*job).state.Load(); s == stateReserved || s == stateActive {
+	w.eachKnown(func(j *job) {
+		if s := j.state.Load(); s == stateReserved || s == stateActive {
 			n++
 		}
-		return true
 	})
 	return n
 }

@@ -63,14 +63,13 @@ func (w *Worker) Snapshot() Snapshot {
 		Abandoned: w.abandoned.Load(), Processed: w.processed.Load(), Prefetch: w.prefetchWindow(),
 		ResultsPending: len(w.resultSlots),
 		BrokerUp:       w.currentConn() != nil, BackendUp: !w.backendDown.Load(), Queues: w.queueList()}
-	w.known.Range(func(k, _ any) bool {
-		switch k.(*job).state.Load() {
+	w.eachKnown(func(j *job) {
+		switch j.state.Load() {
 		case stateReserved:
 			s.Reserved++
 		case stateScheduled:
 			s.Scheduled++
 		}
-		return true
 	})
 	return s
 }

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"math"
 	"sync/atomic"
 	"time"
 
@@ -25,17 +26,23 @@ const (
 	stateActive                 // running
 )
 
-// job is one decoded task message on its way through the worker.
+// job is one decoded task message on its way through the worker. Held
+// for its ETA or waiting for a runner it is usually frozen (frozen.go):
+// msg and log are nil and frozen holds the message packed, until thaw.
+// Its delivery info is the delivery's own (d.Info()).
 type job struct {
-	state    atomic.Int32
-	d        broker.Delivery
-	info     broker.DeliveryInfo
+	state      atomic.Int32
+	size       int32 // body bytes, for memoryReleaser
+	prev, next *job  // in w.known, under w.knownMu
+	d          broker.Delivery
+	task       *tasks.Task
+	// msg is set (and frozen dropped) under w.knownMu: inspect reads them.
 	msg      *protocol.Message
-	task     *tasks.Task
-	log      zerolog.Logger
-	received time.Time
+	frozen   string
+	log      *zerolog.Logger
+	eta      time.Time // msg.ETA while it is held
+	received int64     // unix nanoseconds
 	start    time.Time
-	size     int            // body bytes, for memoryReleaser
 	req      *tasks.Request // set when it runs
 	// ackWait, when set, waits for the ack started ahead of the run
 	// (ahead.go); acked is set once it succeeded: the message is the
@@ -54,31 +61,36 @@ func (w *Worker) accept(d broker.Delivery) {
 		w.inflight.Done()
 		return
 	}
-	w.known.Store(j, struct{}{})
-	if j.msg.ETA != nil && time.Until(*j.msg.ETA) > 0 {
+	task := j.msg.Task
+	held := j.msg.ETA != nil && time.Until(*j.msg.ETA) > 0
+	limited := !held && w.limiter.Limited(task)
+	switch {
+	case held:
 		j.state.Store(stateScheduled)
-		j.log.Debug().Time("eta", *j.msg.ETA).Msg("held until its ETA")
-		w.eta.hold(j)
-		return
-	}
-	if w.limiter.Limited(j.msg.Task) {
+		j.eta = *j.msg.ETA
+		j.log.Debug().Time("eta", j.eta).Msg("held until its ETA")
+		w.freeze(j)
+	case limited:
 		j.log.Debug().Msg("waiting for a rate limit token")
-		go w.afterETA(j)
-		return
+		w.freeze(j)
+	case w.waiting.busy(thawedLine):
+		// It will wait for a runner: frozen meanwhile.
+		w.freeze(j)
 	}
-	// A free runner takes it at once; otherwise wait off the serve loop, which
-	// must keep receiving (ETA messages, other tasks) while all slots are busy.
-	if !w.quitting() {
-		select {
-		case w.jobs <- j:
-			// While the runners are busy, the next ones get their acks
-			// started (ahead.go).
-			w.fillAhead()
-			return
-		default:
-		}
+	w.addKnown(j)
+	switch {
+	case held:
+		w.eta.hold(j)
+	case limited:
+		w.pace(j, task)
+	default:
+		// Queued, not handed over: the serve loop must keep receiving (ETA
+		// messages, other tasks) while all runners are busy.
+		w.dispatch(j)
+		// While the runners are busy, the next ones get their acks
+		// started (ahead.go).
+		w.fillAhead()
 	}
-	go w.dispatch(j)
 }
 
 // prepare decodes and checks a delivery; nil means it was settled.
@@ -110,7 +122,7 @@ func (w *Worker) prepare(d broker.Delivery) (j *job) {
 		})
 		return nil
 	}
-	j = &job{d: d, info: info, msg: msg, task: task, log: log, received: time.Now(), size: len(env.Body)}
+	j = &job{d: d, msg: msg, task: task, log: &log, received: time.Now().UnixNano(), size: int32(min(len(env.Body), math.MaxInt32))}
 	w.obs.TaskReceived(msg.Task, info.RoutingKey)
 	log.Info().Msgf("Task %s[%s] received", msg.Name(), msg.ID)
 	if w.events.enabled.Load() {
@@ -126,42 +138,33 @@ func (w *Worker) prepare(d broker.Delivery) (j *job) {
 	return j
 }
 
-// afterETA runs when a held job is due: check it again, wait for its rate
-// limit token, then dispatch.
+// afterETA runs on the scheduler's goroutine when a held job is due:
+// check it again, then queue it for the runners (so jobs due together
+// wait in ETA order), or behind its task's others waiting for a rate
+// limit token.
 func (w *Worker) afterETA(j *job) {
+	w.thaw(j)
 	if w.discarded(j, true) {
 		w.finish(j)
 		return
 	}
-	if err := w.limiter.Wait(w.quitCtx, j.msg.Task); err != nil {
-		w.reject(j, true, "shutting down before it started")
-		w.finish(j)
+	if w.limiter.Limited(j.msg.Task) {
+		w.pace(j, j.msg.Task)
 		return
+	}
+	if w.waiting.busy(thawedLine) {
+		// Many come due at once (a batch of countdown tasks): frozen
+		// again while they wait for a runner.
+		w.refreeze(j)
 	}
 	w.dispatch(j)
 }
 
-// dispatch hands a job to a free runner, or requeues it if the worker
-// stops first.
+// dispatch queues a job for the runners, or requeues it if the worker
+// stops first. It does not wait.
 func (w *Worker) dispatch(j *job) {
-	if w.quitting() {
+	if w.quitting() || !w.waiting.push(j) {
 		w.reject(j, true, "shutting down before it started")
-		w.finish(j)
-		return
-	}
-	select {
-	case w.jobs <- j:
-	case <-w.quit:
-		// Requeue only once the consumers are cancelled, so the transport
-		// puts this back together with the rest it holds, in order.
-		select {
-		case <-w.loopDone:
-		case <-time.After(5 * time.Second):
-		}
-		w.reject(j, true, "shutting down before it started")
-		w.finish(j)
-	case <-j.d.Lost():
-		j.log.Debug().Msg("delivery lost with its connection; the broker has requeued it")
 		w.finish(j)
 	}
 }
@@ -181,12 +184,12 @@ func (w *Worker) discarded(j *job, async bool) bool {
 		return false
 	}
 	j.log.Warn().Msgf("Discarding revoked task: %s[%s] (%s)", j.msg.Name(), j.msg.ID, reason)
-	r := w.newResult(j.msg, j.info.RoutingKey, backends.StatusRevoked)
+	r := w.newResult(j.msg, j.d.Info().RoutingKey, backends.StatusRevoked)
 	r.Result = backends.TaskRevoked(reason).Value()
 	w.events.task("task-revoked", j.msg.ID, map[string]any{"terminated": false, "signum": nil, "expired": reason == "expired"})
-	w.obs.TaskDone(j.msg.Task, j.info.RoutingKey, backends.StatusRevoked, "", 0)
+	w.obs.TaskDone(j.msg.Task, j.d.Info().RoutingKey, backends.StatusRevoked, "", 0)
 	settle := func() {
-		w.store(&j.log, r)
+		w.store(j.log, r)
 		w.onChordPart(j, backends.StatusRevoked, r.Result)
 		w.ack(j)
 	}
@@ -219,7 +222,7 @@ func (w *Worker) alreadySucceeded(j *job) bool {
 	if status != backends.StatusSuccess {
 		return false
 	}
-	j.log.Info().Bool("redelivered", j.info.Redelivered).
+	j.log.Info().Bool("redelivered", j.d.Info().Redelivered).
 		Msgf("Task %s[%s] already succeeded; skipping the duplicate", j.msg.Name(), j.msg.ID)
 	w.ack(j)
 	return true
@@ -277,10 +280,10 @@ func (w *Worker) ack(j *job) {
 func (w *Worker) reject(j *job, requeue bool, reason string) {
 	if j.acked {
 		// Acknowledged ahead of its run: the broker no longer has it.
-		j.log.Debug().Bool("requeue", requeue).Str("reason", reason).Msg("not rejected: acknowledged before it started")
+		w.logOf(j).Debug().Bool("requeue", requeue).Str("reason", reason).Msg("not rejected: acknowledged before it started")
 		return
 	}
-	settle(&j.log, j.d, requeue, reason)
+	settle(w.logOf(j), j.d, requeue, reason)
 }
 
 // settle rejects d, back to its queue with requeue, logged with reason.
@@ -304,7 +307,7 @@ func isoOrNil(t *time.Time) any {
 // finish ends a job's life in the worker: it is settled (or its
 // connection is gone) and no longer listed by inspect.
 func (w *Worker) finish(j *job) {
-	w.known.Delete(j)
+	w.removeKnown(j)
 	w.inflight.Done()
-	w.mem.done(j.size)
+	w.mem.done(int(j.size))
 }

@@ -3,6 +3,7 @@ package worker_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -794,5 +795,70 @@ func TestQueues(t *testing.T) {
 	}
 	if r := runs.requests("r2"); len(r) != 2 || r[1].DeliveryInfo.RoutingKey != "q2" {
 		t.Fatalf("r2 runs %+v", r)
+	}
+}
+
+// TestWaitingJobsStartInOrder: jobs waiting for the only runner start in
+// the order they came, and held jobs that come due while it is busy in
+// ETA order: they wait in one queue, not in a goroutine each racing for
+// the runner.
+func TestWaitingJobsStartInOrder(t *testing.T) {
+	t.Parallel()
+	g := newGate()
+	runs := newRunLog()
+	reg := okRegistry(g)
+	reg.MustRegister("t.run", func(ctx context.Context) (string, error) { runs.add(ctx); return "ran", nil })
+	f := startWorker(t, reg, worker.Config{Concurrency: 1, PrefetchMultiplier: -1})
+	f.publish("A", "t.block")
+	g.waitRunning(t, "A")
+	const n = 40
+	var want, held []string
+	for i := range n {
+		id := fmt.Sprintf("p%02d", i)
+		f.publish(id, "t.run")
+		want = append(want, id)
+	}
+	// Published latest-due first.
+	due := time.Now().Add(200 * time.Millisecond)
+	for i := n - 1; i >= 0; i-- {
+		id := fmt.Sprintf("e%02d", i)
+		eta := due.Add(time.Duration(i) * time.Millisecond)
+		f.send(&protocol.Message{ID: id, Task: "t.run", ETA: &eta})
+		held = append([]string{id}, held...)
+	}
+	want = append(want, held...)
+	brokertest.WaitFor(t, patience, func() bool { return f.w.Snapshot().Reserved == 2*n }, "every job due and waiting")
+	g.Release()
+	brokertest.WaitFor(t, patience, func() bool { return runs.total() == 2*n }, "every job run")
+	runs.mu.Lock()
+	defer runs.mu.Unlock()
+	if !slices.Equal(runs.order, want) {
+		t.Fatalf("started in order\n%v\nwant\n%v", runs.order, want)
+	}
+}
+
+// TestRateLimitedStartInOrder: jobs of a rate-limited task waiting for
+// their tokens start in the order they came, one token apart.
+func TestRateLimitedStartInOrder(t *testing.T) {
+	t.Parallel()
+	runs := newRunLog()
+	reg := tasks.NewRegistry()
+	reg.MustRegister("t.paced", func(ctx context.Context) (string, error) { runs.add(ctx); return "p", nil }, tasks.RateLimit("100/s"))
+	f := startWorker(t, reg, worker.Config{Concurrency: 4, PrefetchMultiplier: -1})
+	var want []string
+	for i := range 30 {
+		id := fmt.Sprintf("r%02d", i)
+		f.publish(id, "t.paced")
+		want = append(want, id)
+	}
+	brokertest.WaitFor(t, patience, func() bool { return runs.total() == len(want) }, "every job run")
+	runs.mu.Lock()
+	defer runs.mu.Unlock()
+	if !slices.Equal(runs.order, want) {
+		t.Fatalf("started in order\n%v\nwant\n%v", runs.order, want)
+	}
+	first, last := runs.at[want[0]][0], runs.at[want[len(want)-1]][0]
+	if took := last.Sub(first); took < 250*time.Millisecond {
+		t.Fatalf("30 runs at 100/s took %v", took)
 	}
 }

@@ -10,7 +10,7 @@ import (
 )
 
 // pool is the set of runners: long-lived goroutines that take jobs from
-// w.jobs and run them. Their number bounds concurrency; long-lived runners
+// w.waiting and run them. Their number bounds concurrency; long-lived runners
 // keep their grown stacks, which a goroutine per task would grow anew each
 // time. With autoscaling (MinConcurrency > 0) the scaler adds runners while
 // jobs wait for one and removes them after AutoscaleKeepalive idle, as
@@ -270,18 +270,9 @@ func (p *pool) runner(slot int, taken *atomic.Int64) {
 			}
 			continue
 		}
-		// Jobs moved ahead (ahead.go) are older than those still waiting.
-		j, ok := w.takeAhead()
-		if !ok {
-			select {
-			case j = <-w.runq:
-				w.aheadN.Add(-1)
-			case j = <-w.jobs:
-			case <-p.shrink:
-				return
-			case <-w.done:
-				return
-			}
+		j, _ := w.waiting.take(p.shrink, w.quit)
+		if j == nil {
+			return // asked to exit, or stopping: Shutdown requeues what waits
 		}
 		taken.Add(1)
 		// Its own ack first, then those of the jobs behind it: one write.
@@ -320,7 +311,7 @@ func (p *pool) scaler() {
 		case <-w.quit:
 			return
 		}
-		waiting := len(w.jobs) + len(w.runq)
+		waiting := w.waiting.len()
 		busy := int(w.running.Load())
 		maxN, minN := p.bounds()
 		size := p.Size()

@@ -124,7 +124,7 @@ func (w *Worker) sendSignature(j *job, sig protocol.Signature, arg any, prepend 
 		j.log.Error().Err(err).Str("signature", sig.Task).Msg("cannot send canvas step")
 		return ""
 	}
-	if err := w.publish(context.Background(), &j.log, route, m, parent.ContentType); err != nil {
+	if err := w.publish(context.Background(), j.log, route, m, parent.ContentType); err != nil {
 		j.log.Error().Err(err).Str("signature", sig.Task).Msg("cannot send canvas step")
 		return ""
 	}

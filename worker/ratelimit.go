@@ -72,3 +72,54 @@ func (r *rateLimiter) Wait(ctx context.Context, task string) error {
 		return context.Cause(ctx)
 	}
 }
+
+// pacer holds, in the order they came, the jobs of one rate-limited task
+// waiting for their tokens: one goroutine per task with jobs waiting
+// takes a token for each in turn and queues it for the runners, rather
+// than a goroutine per waiting job.
+type pacer struct {
+	jobs    []*job
+	running bool // a goroutine serves the jobs
+}
+
+// pace queues j behind the other jobs of task waiting for a token.
+func (w *Worker) pace(j *job, task string) {
+	w.pacersMu.Lock()
+	p := w.pacers[task]
+	if p == nil {
+		p = &pacer{}
+		w.pacers[task] = p
+	}
+	p.jobs = append(p.jobs, j)
+	start := !p.running
+	p.running = true
+	w.pacersMu.Unlock()
+	if start {
+		go w.servePacer(task, p)
+	}
+}
+
+// servePacer gives p's jobs their tokens in turn, then ends (dropping p)
+// once none waits. When the worker stops, the rest are requeued in order.
+func (w *Worker) servePacer(task string, p *pacer) {
+	for {
+		w.pacersMu.Lock()
+		if len(p.jobs) == 0 {
+			p.running = false
+			p.jobs = nil
+			delete(w.pacers, task)
+			w.pacersMu.Unlock()
+			return
+		}
+		j := p.jobs[0]
+		p.jobs[0] = nil
+		p.jobs = p.jobs[1:]
+		w.pacersMu.Unlock()
+		if err := w.limiter.Wait(w.quitCtx, task); err != nil {
+			w.reject(j, true, "shutting down before it started")
+			w.finish(j)
+			continue
+		}
+		w.dispatch(j)
+	}
+}

@@ -70,7 +70,7 @@ func (w *Worker) retry(j *job, rerr *tasks.RetryError) {
 	// As Celery: the task-retried event carries repr() of the exception
 	// given to retry (None without one), the log line str() of the Retry.
 	excText := "None"
-	r := w.newResult(m, j.info.RoutingKey, backends.StatusRetry)
+	r := w.newResult(m, j.d.Info().RoutingKey, backends.StatusRetry)
 	if rerr.Exc != nil {
 		exc, tb := w.exceptionOf(outcome{err: rerr.Exc})
 		r.Result = exc.Value()
@@ -78,19 +78,19 @@ func (w *Worker) retry(j *job, rerr *tasks.RetryError) {
 		excText = excRepr(exc)
 	}
 	r.Children = []any{[]any{[]any{m.ID, nil}, nil}}
-	w.store(&j.log, r)
+	w.store(j.log, r)
 
-	route := w.retryRoute(j.info, next.ETA)
-	if err := w.publish(ctx, &j.log, route, &next, m.ContentType); err != nil {
+	route := w.retryRoute(j.d.Info(), next.ETA)
+	if err := w.publish(ctx, j.log, route, &next, m.ContentType); err != nil {
 		// The retry could not be sent: record the failure rather than lose
 		// the task silently.
 		j.log.Error().Err(err).Msgf("Task %s[%s] retry could not be published", m.Name(), m.ID)
 		exc := backends.ExceptionInfo{Type: "RuntimeError", Module: "builtins", Args: []any{"retry could not be published: " + err.Error()}}
-		w.store(&j.log, w.failureResult(m, j.info.RoutingKey, exc, nil))
-		w.obs.TaskDone(m.Task, j.info.RoutingKey, backends.StatusFailure, exc.Type, time.Since(j.start))
+		w.store(j.log, w.failureResult(m, j.d.Info().RoutingKey, exc, nil))
+		w.obs.TaskDone(m.Task, j.d.Info().RoutingKey, backends.StatusFailure, exc.Type, time.Since(j.start))
 		return
 	}
-	w.obs.TaskDone(m.Task, j.info.RoutingKey, backends.StatusRetry, "", time.Since(j.start))
+	w.obs.TaskDone(m.Task, j.d.Info().RoutingKey, backends.StatusRetry, "", time.Since(j.start))
 	if w.events.enabled.Load() {
 		var tb any
 		if r.Traceback != nil {

@@ -106,6 +106,10 @@ func (w *Worker) loop() error {
 		w.log.Warn().Err(conn.Err()).Msg("broker connection lost; reconnecting")
 		_ = conn.Close()
 		w.eta.connLost()
+		// The broker has requeued what waited for a runner too.
+		for _, j := range w.waiting.removeLost() {
+			w.finish(j)
+		}
 	}
 }
 

@@ -90,17 +90,19 @@ func (w *Worker) finalize() {
 }
 
 // requeueQueued sends jobs waiting for a runner back to the broker now,
-// rather than when a busy runner gets to them.
+// oldest first, rather than when a busy runner gets to them; jobs that
+// come later are requeued at once (dispatch).
 func (w *Worker) requeueQueued() {
-	w.requeueAhead()
-	for {
-		select {
-		case j := <-w.jobs:
-			w.reject(j, true, "shutting down before it started")
-			w.finish(j)
-		default:
-			return
+	for _, j := range w.waiting.drain() {
+		if j.ackWait != nil {
+			// Acknowledged ahead (ahead.go): the worker's, so it runs.
+			go w.runJob(j)
+			continue
 		}
+		if !lost(j) {
+			w.reject(j, true, "shutting down before it started")
+		}
+		w.finish(j)
 	}
 }
 

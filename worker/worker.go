@@ -124,21 +124,24 @@ type Worker struct {
 	// 0 means unlimited.
 	multiplier int
 
-	jobs chan *job // to the runners
-	// runq holds jobs a runner moved on from jobs, early-ack ones with
-	// their ack started (ahead.go); aheadN counts them, ahead lists those
-	// acknowledged ahead that have not started.
-	runq    chan *job
-	aheadN  atomic.Int32
+	waiting *readyQueue // jobs waiting for a runner
+	// ahead lists the jobs whose ack was started before their run
+	// (ahead.go) and that have not started.
 	ahead   sync.Map // *job -> struct{}
 	pool    *pool
 	events  *events
 	eta     *etaScheduler
 	limiter *rateLimiter
-	revoked *revokedSet
-	totals  sync.Map // task name -> *atomic.Int64, for the stats command
-	known   sync.Map // *job -> struct{}: accepted and not yet settled
-	active  sync.Map // task id -> *activeTask
+	// pacers hold the jobs waiting for a rate limit token, per task name.
+	pacersMu sync.Mutex
+	pacers   map[string]*pacer
+	revoked  *revokedSet
+	totals   sync.Map // task name -> *atomic.Int64, for the stats command
+	// known lists the jobs accepted and not yet settled (job.prev/next),
+	// for inspect.
+	knownMu   sync.Mutex
+	knownHead *job
+	active    sync.Map // task id -> *activeTask
 	// succeeded holds ids of SkipSucceeded tasks whose SUCCESS is being
 	// written, for alreadySucceeded.
 	succeeded sync.Map
@@ -256,6 +259,7 @@ func New(cfg Config) (*Worker, error) {
 		nodeName:    ExpandNodeName(cfg.NodeName, host),
 		origin:      fmt.Sprintf("gen%d@%s", os.Getpid(), host),
 		limiter:     newRateLimiter(),
+		pacers:      map[string]*pacer{},
 		revoked:     newRevokedSet(50000, 3*time.Hour),
 		connChanged: make(chan struct{}),
 		loopDone:    make(chan struct{}),
@@ -272,14 +276,7 @@ func New(cfg Config) (*Worker, error) {
 	if cfg.PrefetchMultiplier > 0 {
 		w.multiplier = cfg.PrefetchMultiplier
 	}
-	// Buffered so the serve loop hands prefetched jobs over without a
-	// goroutine each.
-	queued := cfg.Concurrency * w.multiplier
-	if queued <= 0 || queued > 4096 {
-		queued = 4096
-	}
-	w.jobs = make(chan *job, queued)
-	w.runq = make(chan *job, max(1, cfg.Concurrency))
+	w.waiting = newReadyQueue()
 	w.resultSlots = make(chan struct{}, max(256, 4*cfg.Concurrency))
 	if cfg.Logger != nil {
 		w.log = *cfg.Logger

@@ -100,7 +100,7 @@ func (b *Broker) Dial(ctx context.Context, p broker.DialParams) (broker.Conn, er
 	if b.dialErr != nil {
 		return nil, b.dialErr
 	}
-	c := &conn{b: b, name: p.Name, done: make(chan struct{}), dying: make(chan struct{}), unsettled: map[uint64]*delivery{}}
+	c := &conn{b: b, name: p.Name, done: make(chan struct{}), dying: make(chan struct{}), lost: make(chan struct{}), unsettled: map[uint64]*delivery{}}
 	b.conns = append(b.conns, c)
 	return c, nil
 }
@@ -141,9 +141,13 @@ func (b *Broker) popRoundRobin(cs *consumer) *message {
 	for i := range n {
 		q := cs.queues[(cs.next+i)%n]
 		if ms := b.queues[q]; len(ms) > 0 {
+			m := ms[0]
+			// Cleared: the queue's array would otherwise keep the message
+			// (its body) reachable until the next publish to the queue.
+			ms[0] = nil
 			b.queues[q] = ms[1:]
 			cs.next = (cs.next + i + 1) % n
-			return ms[0]
+			return m
 		}
 	}
 	return nil
