@@ -23,7 +23,9 @@ import (
 
 // fillAhead starts the acks of the jobs at the head of the waiting line.
 func (w *Worker) fillAhead() {
-	if w.quitting() {
+	// Nothing more is acknowledged while the result backend is down: the
+	// messages are safer unacknowledged in the broker's hands.
+	if w.quitting() || w.backendDown.Load() {
 		return
 	}
 	w.waiting.startAhead(max(1, w.cfg.Concurrency), w.startAck)

@@ -119,13 +119,25 @@ func holdsFor(t *testing.T, d time.Duration, cond func() bool, what string) {
 // TestBackendOutagePausesAndKeepsResults: while the result backend is
 // down the worker starts no new task (the prefetched ones wait, reserved),
 // holds the results it has and reports the backend down; when it is back
-// every held result lands and every task ran exactly once.
+// every held result lands and every task ran exactly once. The same with
+// acks started ahead (as on AMQP), which stop with the runners.
 func TestBackendOutagePausesAndKeepsResults(t *testing.T) {
 	t.Parallel()
+	for _, ahead := range []bool{false, true} {
+		t.Run(fmt.Sprint("ack ahead=", ahead), func(t *testing.T) {
+			t.Parallel()
+			backendOutage(t, ahead)
+		})
+	}
+}
+
+func backendOutage(t *testing.T, ahead bool) {
 	runs := newRunLog()
 	reg := tasks.NewRegistry()
 	reg.MustRegister("t.count", func(ctx context.Context) (string, error) { runs.add(ctx); return "counted", nil })
-	f := startWorker(t, reg, worker.Config{Concurrency: 2, PrefetchMultiplier: 8})
+	f := newFixture(t, reg, worker.Config{Concurrency: 2, PrefetchMultiplier: 8})
+	f.b.StartAcks(ahead)
+	f.start()
 	f.be.FailAll(errBackendDown)
 	const n = 30
 	for i := range n {
@@ -141,6 +153,11 @@ func TestBackendOutagePausesAndKeepsResults(t *testing.T) {
 	holdsFor(t, 300*time.Millisecond, func() bool { return runs.total() <= ran+2 }, "tasks started while the backend is down")
 	if ran = runs.total(); ran > 8 {
 		t.Fatalf("%d tasks ran after the backend went down, want at most a few", ran)
+	}
+	// Nothing is acknowledged that is not running or about to (one ahead
+	// per runner at most).
+	if acked := len(f.b.Acked()); acked > ran+2 {
+		t.Fatalf("%d acked while %d ran and the backend is down", acked, ran)
 	}
 	f.be.FailAll(nil)
 	for i := range n {

@@ -275,9 +275,6 @@ func (p *pool) runner(slot int, taken *atomic.Int64) {
 			return // asked to exit, or stopping: Shutdown requeues what waits
 		}
 		taken.Add(1)
-		// Its own ack first, then those of the jobs behind it: one write.
-		w.startAck(j)
-		w.fillAhead()
 		if up := w.runnerGate(); up != nil {
 			// The backend went down while this runner waited: hold the
 			// job (still reserved) until it is back. One acknowledged
@@ -294,6 +291,9 @@ func (p *pool) runner(slot int, taken *atomic.Int64) {
 				return
 			}
 		}
+		// Its own ack first, then those of the jobs behind it: one write.
+		w.startAck(j)
+		w.fillAhead()
 		w.runJob(j)
 	}
 }
