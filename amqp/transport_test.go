@@ -262,6 +262,74 @@ func TestAckNowBesideSetPrefetch(t *testing.T) {
 	}
 }
 
+// TestStartAckOnRabbitMQ: acks started without waiting (the worker's
+// acknowledging ahead), beside AckNow and prefetch changes on the same
+// channel, all reach the broker: once every wait returned and the
+// connection is closed, nothing comes back to the queue.
+func TestStartAckOnRabbitMQ(t *testing.T) {
+	c, check := liveConn(t), liveConn(t)
+	ctx := context.Background()
+	q := tempQueue(t, check, "startack")
+	const n = 300
+	for i := 0; i < n; i++ {
+		if err := check.PublishTask(ctx, broker.Route{RoutingKey: q}, &protocol.Envelope{Body: []byte("x")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ds, err := c.Consume(ctx, []string{q}, 50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var waits []func() error
+	for i := 0; i < n; i++ {
+		var d broker.Delivery
+		select {
+		case d = <-ds:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("delivery %d never came: the window is full of messages whose acks did not reach the broker", i)
+		}
+		switch i % 3 {
+		case 0:
+			waits = append(waits, d.(broker.AckStarter).StartAck())
+		case 1:
+			if err := broker.AckNow(d); err != nil {
+				t.Fatalf("AckNow %d: %v", i, err)
+			}
+		default:
+			waits = append(waits, d.(broker.AckStarter).StartAck())
+			if err := c.SetPrefetch(50 + i%2); err != nil {
+				t.Fatalf("SetPrefetch: %v", err)
+			}
+		}
+		if len(waits) > 8 { // a few outstanding, as a worker has
+			if err := waits[0](); err != nil {
+				t.Fatalf("wait: %v", err)
+			}
+			waits = waits[1:]
+		}
+	}
+	for _, w := range waits {
+		if err := w(); err != nil {
+			t.Fatalf("wait: %v", err)
+		}
+	}
+	c.Close()
+	ch, err := check.(*Conn).conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	// Close waited for the broker's close-ok: by then it has put back
+	// every message whose ack it had not processed.
+	st, err := ch.QueueDeclarePassive(q, true, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Messages != 0 {
+		t.Fatalf("%d messages back in the queue: their acks never reached the broker", st.Messages)
+	}
+}
+
 // tempQueue declares a queue of the test's own, deleted at its end.
 func tempQueue(t *testing.T, c broker.Conn, what string) string {
 	t.Helper()
