@@ -1,12 +1,6 @@
 package worker
 
-import (
-	"context"
-	"time"
-
-	"github.com/celeryworker/gocelery/backends"
-	"github.com/celeryworker/gocelery/broker"
-)
+import "github.com/celeryworker/gocelery/broker"
 
 // Acknowledging ahead. An early-ack task starts only once the broker has
 // processed its ack (a lost connection must not run it twice), which costs
@@ -50,7 +44,13 @@ func (w *Worker) ackedAhead(j *job) bool {
 	if _, mine := w.ahead.LoadAndDelete(j); !mine {
 		return false
 	}
-	if err := j.ackWait(); err != nil {
+	return w.ackBeforeStart(j, j.ackWait)
+}
+
+// ackBeforeStart waits for the ack of an early-ack job (ack); false means
+// it failed and the broker will redeliver the message.
+func (w *Worker) ackBeforeStart(j *job, ack func() error) bool {
+	if err := ack(); err != nil {
 		j.log.Warn().Err(err).Msgf("Task %s[%s] not started: its ack could not be sent (the broker will redeliver the message)", j.msg.Name(), j.msg.ID)
 		return false
 	}
@@ -77,17 +77,7 @@ func (w *Worker) failAckedAhead(reason string) {
 		if m == nil {
 			m = thaw(frozen)
 		}
-		exc := backends.ExceptionInfo{Type: "WorkerLostError", Module: "billiard.exceptions",
-			Args: []any{"Worker exited prematurely: " + reason + " before the task started."}}
-		log := jobLogger(w.log, m.Name(), m.ID)
-		log.Error().Msgf("Task %s[%s] lost: %s before it started", m.Name(), m.ID, reason)
-		if w.be.store != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			_ = w.be.store.Store(ctx, &backends.Result{TaskID: m.ID, Status: backends.StatusFailure,
-				Result: exc.Value(), Children: []any{}, DateDone: time.Now().UTC(),
-				GroupID: m.Group, ParentID: m.ParentID})
-			cancel()
-		}
+		w.storeWorkerLost(m, reason, false)
 		return true
 	})
 }

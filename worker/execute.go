@@ -78,11 +78,9 @@ func (w *Worker) run(j *job) {
 		// Acknowledged before it starts, as Celery does, and only started
 		// once the ack is on the wire: an ack still in a buffer when the
 		// connection drops would let the broker hand the task out again.
-		if err := broker.AckNow(j.d); err != nil {
-			j.log.Warn().Err(err).Msgf("Task %s[%s] not started: its ack could not be sent (the broker will redeliver the message)", j.msg.Name(), j.msg.ID)
+		if !w.ackBeforeStart(j, func() error { return broker.AckNow(j.d) }) {
 			return
 		}
-		j.log.Debug().Msg("acked")
 	}
 	req := w.request(j)
 	j.req = req

@@ -8,6 +8,7 @@ import (
 
 	"github.com/celeryworker/gocelery/backends"
 	"github.com/celeryworker/gocelery/broker"
+	"github.com/celeryworker/gocelery/protocol"
 )
 
 // ErrColdShutdown is the cause of task contexts cancelled by Close.
@@ -121,17 +122,7 @@ func (w *Worker) failAcknowledged(reason string, timeout bool) {
 		if a.acksLate && (!timeout || a.rejectLost) {
 			return true
 		}
-		exc := backends.ExceptionInfo{Type: "WorkerLostError", Module: "billiard.exceptions",
-			Args: []any{"Worker exited prematurely: " + reason + " while the task was running."}}
-		w.log.Error().Str("task", a.msg.Name()).Str("id", a.msg.ID).
-			Msgf("Task %s[%s] lost: %s while it was running", a.msg.Name(), a.msg.ID, reason)
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		if w.be.store != nil {
-			_ = w.be.store.Store(ctx, &backends.Result{TaskID: a.msg.ID, Status: backends.StatusFailure,
-				Result: exc.Value(), Children: []any{}, DateDone: time.Now().UTC(),
-				GroupID: a.msg.Group, ParentID: a.msg.ParentID})
-		}
+		w.storeWorkerLost(a.msg, reason, true)
 		if a.acksLate {
 			if err := broker.AckNow(a.d); err != nil {
 				w.log.Warn().Err(err).Str("task", a.msg.Name()).Str("id", a.msg.ID).Msg("ack failed (the broker will redeliver the message)")
@@ -139,6 +130,27 @@ func (w *Worker) failAcknowledged(reason string, timeout bool) {
 		}
 		return true
 	})
+}
+
+// storeWorkerLost logs and stores FAILURE (WorkerLostError) for m, cut
+// off by reason while it ran (running) or before it started.
+func (w *Worker) storeWorkerLost(m *protocol.Message, reason string, running bool) {
+	exc, log := " before the task started.", " before it started"
+	if running {
+		exc, log = " while the task was running.", " while it was running"
+	}
+	w.log.Error().Str("task", m.Name()).Str("id", m.ID).
+		Msgf("Task %s[%s] lost: %s%s", m.Name(), m.ID, reason, log)
+	if w.be.store == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	info := backends.ExceptionInfo{Type: "WorkerLostError", Module: "billiard.exceptions",
+		Args: []any{"Worker exited prematurely: " + reason + exc}}
+	_ = w.be.store.Store(ctx, &backends.Result{TaskID: m.ID, Status: backends.StatusFailure,
+		Result: info.Value(), Children: []any{}, DateDone: time.Now().UTC(),
+		GroupID: m.Group, ParentID: m.ParentID})
 }
 
 // markStopping records that the worker stops; if Run never started, no
