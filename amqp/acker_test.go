@@ -205,10 +205,12 @@ func TestAckerAckNowDoesNotWaitForTheNextWrite(t *testing.T) {
 	go func() { errs <- a.AckNow(2) }()
 	waitWaiters(t, a, 2)
 	// The busy writer sends both acks and keeps the lock (as the next
-	// write would, during its barrier).
-	if err := a.writeLocked(false, nil); err != nil {
+	// write would); its barrier is answered meanwhile.
+	b, err := a.writeLocked(false, nil)
+	if err != nil {
 		t.Fatal(err)
 	}
+	b.wait(a)
 	select {
 	case err := <-errs:
 		if err != nil {
@@ -246,8 +248,11 @@ func waitWaiters(t *testing.T, a *acker, n int) {
 }
 
 // TestAckerStartAck: acks started without waiting are sent by the loop at
-// once, confirmed, and those started while a barrier is out share the next
-// write; a wait after the acker closed still returns.
+// once and confirmed; one started while an earlier barrier is out is
+// written and its own barrier sent without waiting for that one (barriers
+// are pipelined), yet it is not released before the earlier barrier is
+// answered, since the answers prove the barriers only in order; a wait
+// after the acker closed still returns.
 func TestAckerStartAck(t *testing.T) {
 	f := &fakeChannel{}
 	var confirms atomic.Int32
@@ -259,29 +264,71 @@ func TestAckerStartAck(t *testing.T) {
 		return nil
 	})
 	w1 := a.StartAck(1)
-	// The loop writes tag 1 and waits in its barrier; 2 and 3 come meanwhile.
-	deadline := time.Now().Add(5 * time.Second)
-	for confirms.Load() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the loop did not send a started ack")
-		}
-		time.Sleep(time.Millisecond)
+	checkFor(t, func() bool { return confirms.Load() == 1 }, "the loop did not send a started ack")
+	w2 := a.StartAck(2)
+	// The second barrier goes out while the first is still unanswered...
+	checkFor(t, func() bool { return confirms.Load() == 2 }, "the second barrier waited for the first")
+	// ...and its answer (the fake answers at once) does not release it:
+	// only one answer has come, which proves the first barrier only.
+	released := make(chan error, 1)
+	go func() { released <- w2() }()
+	select {
+	case err := <-released:
+		t.Fatalf("second ack released (%v) before the first barrier was answered", err)
+	case <-time.After(20 * time.Millisecond):
 	}
-	w2, w3 := a.StartAck(2), a.StartAck(3)
 	close(gate)
-	for i, w := range []func() error{w1, w2, w3} {
+	for i, w := range []func() error{w1, func() error { return <-released }} {
 		if err := w(); err != nil {
 			t.Fatalf("wait %d: %v", i+1, err)
 		}
 	}
-	if got, want := f.got(), []string{"ack 1 multiple=true", "ack 3 multiple=true"}; !reflect.DeepEqual(got, want) {
+	if got, want := f.got(), []string{"ack 1 multiple=true", "ack 2 multiple=true"}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("frames = %q, want %q", got, want)
-	}
-	if n := confirms.Load(); n != 2 {
-		t.Fatalf("barriers = %d, want 2 (one per write)", n)
 	}
 	a.close()
 	if err := a.StartAck(4)(); err != nil {
 		t.Fatalf("wait after close: %v", err)
+	}
+}
+
+// TestAckerBarrierFailureFailsLaterBarriers: when a barrier fails (the
+// channel died), the barriers written after it fail too, even one whose
+// own call was answered: the answers prove barriers only in order.
+func TestAckerBarrierFailureFailsLaterBarriers(t *testing.T) {
+	f := &fakeChannel{}
+	var confirms atomic.Int32
+	gate := make(chan struct{})
+	dead := errors.New("channel closed")
+	a := newAcker(f, func() error {
+		if confirms.Add(1) == 1 {
+			<-gate
+			return dead
+		}
+		return nil
+	})
+	defer a.close()
+	w1 := a.StartAck(1)
+	checkFor(t, func() bool { return confirms.Load() == 1 }, "the loop did not send a started ack")
+	w2 := a.StartAck(2)
+	checkFor(t, func() bool { return confirms.Load() == 2 }, "the second barrier waited for the first")
+	close(gate)
+	if err := w1(); !errors.Is(err, dead) {
+		t.Fatalf("first: %v, want %v", err, dead)
+	}
+	if err := w2(); !errors.Is(err, dead) {
+		t.Fatalf("second: %v, want %v", err, dead)
+	}
+}
+
+// checkFor polls cond until it holds, failing with msg after 5 s.
+func checkFor(t *testing.T, cond func() bool, msg string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal(msg)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

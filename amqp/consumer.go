@@ -16,13 +16,15 @@ import (
 // acker.
 type consumer struct {
 	ch *amqp091.Channel
-	// rpc serializes the synchronous methods on ch (qos, consume, cancel
-	// and the acker's confirm.select barrier): AMQP allows one at a time
-	// per channel, and RabbitMQ closes the channel (503 "unexpected command
-	// received") when a second is sent before the first is answered, as
-	// happened when an ETA task changed the prefetch while an early ack's
-	// barrier was out.
-	rpc       *sync.Mutex
+	// rpc serializes the synchronous methods on ch (qos, consume, cancel)
+	// against each other and against the acker's confirm.select barriers:
+	// amqp091 hands each answer to whichever call waits, and a qos call
+	// that takes a barrier's confirm.select-ok fails with 503 "unexpected
+	// command received" and closes the channel, as happened when an ETA
+	// task changed the prefetch while an early ack's barrier was out.
+	// Barriers share the read side: their answers are all alike, and the
+	// acker counts them rather than matching them to calls.
+	rpc       *sync.RWMutex
 	global    bool // global QoS; false: per consumer (quorum queues)
 	ack       *acker
 	tagPrefix string
@@ -50,10 +52,10 @@ func startConsumer(ch *amqp091.Channel, tagPrefix string, queues []string, prefe
 	// confirm.select is the cheapest synchronous method RabbitMQ has: on a
 	// channel that never publishes it changes nothing, and its answer comes
 	// only after the acks before it are processed.
-	rpc := &sync.Mutex{}
+	rpc := &sync.RWMutex{}
 	confirm := func() error {
-		rpc.Lock()
-		defer rpc.Unlock()
+		rpc.RLock()
+		defer rpc.RUnlock()
 		return ch.Confirm(false)
 	}
 	c := &consumer{ch: ch, rpc: rpc, global: global, ack: newAcker(ch, confirm), tagPrefix: tagPrefix, out: make(chan broker.Delivery),

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -313,14 +314,20 @@ func TestStartAckOnRabbitMQ(t *testing.T) {
 			t.Fatalf("wait: %v", err)
 		}
 	}
+	requireAcked(t, c, check, q)
+}
+
+// requireAcked closes c and fails if any message comes back to q on the
+// other connection, check: Close waits for the broker's close-ok, and by
+// then it has put back every message whose ack it had not processed.
+func requireAcked(t *testing.T, c, check broker.Conn, q string) {
+	t.Helper()
 	c.Close()
 	ch, err := check.(*Conn).conn.Channel()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ch.Close()
-	// Close waited for the broker's close-ok: by then it has put back
-	// every message whose ack it had not processed.
 	st, err := ch.QueueDeclarePassive(q, true, false, false, false, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -328,6 +335,58 @@ func TestStartAckOnRabbitMQ(t *testing.T) {
 	if st.Messages != 0 {
 		t.Fatalf("%d messages back in the queue: their acks never reached the broker", st.Messages)
 	}
+}
+
+// TestPipelinedBarriersOnRabbitMQ: early acks from many runners at once
+// send their barriers without waiting for each other; RabbitMQ answers
+// overlapping confirm.select calls on the consuming channel in order, the
+// channel stays open, and every ack reported done has reached the broker.
+func TestPipelinedBarriersOnRabbitMQ(t *testing.T) {
+	c, check := liveConn(t), liveConn(t)
+	ctx := context.Background()
+	q := tempQueue(t, check, "pipelined")
+	const n, runners = 2000, 16
+	for i := 0; i < n; i++ {
+		if err := check.PublishTask(ctx, broker.Route{RoutingKey: q}, &protocol.Envelope{Body: []byte("x")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ds, err := c.Consume(ctx, []string{q}, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var next atomic.Int32
+	errs := make(chan error, runners)
+	for r := 0; r < runners; r++ {
+		go func() {
+			for next.Add(1) <= n {
+				select {
+				case d := <-ds:
+					if err := broker.AckNow(d); err != nil {
+						errs <- err
+						return
+					}
+				case <-time.After(10 * time.Second):
+					errs <- errors.New("a delivery never came")
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for r := 0; r < runners; r++ {
+		if err := <-errs; err != nil {
+			t.Fatalf("AckNow: %v", err)
+		}
+	}
+	a := c.(*Conn).consumer.ack
+	a.mu.Lock()
+	peak, sent := a.peak, a.sent
+	a.mu.Unlock()
+	if peak < 2 {
+		t.Fatalf("at most %d barrier out at once over %d barriers: they were not pipelined", peak, sent)
+	}
+	requireAcked(t, c, check, q)
 }
 
 // tempQueue declares a queue of the test's own, deleted at its end.
