@@ -23,10 +23,27 @@ import (
 
 // freeze packs j's message, unless it holds a value freeze does not know.
 // Only the serve loop calls it, before j is shared.
-// thawedLine is how many jobs may wait for a runner unfrozen: in a short
-// line (the default prefetch window) packing and unpacking each message
-// would cost more CPU than the memory it saves.
-const thawedLine = 64
+// thawedLine is how many jobs may wait for a runner unfrozen at least: in
+// a short line packing and unpacking each message would cost more CPU than
+// the memory it saves. The line is as long as the prefetch window the pool
+// asks for (its size times the multiplier, up to maxThawedLine): the
+// broker never sends more than that for the runners, so it bounds the
+// memory too, and packing then unpacking every message of a window that is
+// always full (-c 64: 256) cost 4% of the worker's CPU. Held ETA tasks,
+// which widen the window, are frozen whatever the line; so are the jobs
+// of an unlimited window beyond thawedLine.
+const (
+	thawedLine    = 64
+	maxThawedLine = 1024
+)
+
+// thawedLen is the current line: see thawedLine.
+func (w *Worker) thawedLen() int {
+	if w.multiplier == 0 {
+		return thawedLine
+	}
+	return min(max(thawedLine, w.pool.Size()*w.multiplier), maxThawedLine)
+}
 
 func (w *Worker) freeze(j *job) {
 	if b, ok := freeze(j.msg); ok {

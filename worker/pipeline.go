@@ -73,7 +73,7 @@ func (w *Worker) accept(d broker.Delivery) {
 	case limited:
 		j.log.Debug().Msg("waiting for a rate limit token")
 		w.freeze(j)
-	case w.waiting.busy(thawedLine):
+	case w.waiting.busy(w.thawedLen()):
 		// It will wait for a runner: frozen meanwhile.
 		w.freeze(j)
 	}
@@ -124,7 +124,10 @@ func (w *Worker) prepare(d broker.Delivery) (j *job) {
 	}
 	j = &job{d: d, msg: msg, task: task, log: &log, received: time.Now().UnixNano(), size: int32(min(len(env.Body), math.MaxInt32))}
 	w.obs.TaskReceived(msg.Task, info.RoutingKey)
-	log.Info().Msgf("Task %s[%s] received", msg.Name(), msg.ID)
+	if e := log.Info(); e.Enabled() {
+		// Guarded: the arguments alone cost allocations at -l WARNING.
+		e.Msgf("Task %s[%s] received", msg.Name(), msg.ID)
+	}
 	if w.events.enabled.Load() {
 		w.events.task("task-received", msg.ID, map[string]any{
 			"name": msg.Name(), "args": msg.ArgsRepr, "kwargs": msg.KwargsRepr,
@@ -152,7 +155,7 @@ func (w *Worker) afterETA(j *job) {
 		w.pace(j, j.msg.Task)
 		return
 	}
-	if w.waiting.busy(thawedLine) {
+	if w.waiting.busy(w.thawedLen()) {
 		// Many come due at once (a batch of countdown tasks): frozen
 		// again while they wait for a runner.
 		w.refreeze(j)
