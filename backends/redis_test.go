@@ -497,12 +497,29 @@ func TestPingClassifiesAuth(t *testing.T) {
 	}
 }
 
-// TestRedisStoreAsyncBatches: results queued together are written by one
-// script call per batch, each key with its own check: a stored SUCCESS is
-// kept (and nothing published for it), every other result is written with
-// its TTL and published.
+// TestRedisStoreAsyncBatches: results queued together are written per
+// batch, each key with its own check: a stored SUCCESS is kept (and nothing
+// published for it), every other result is written with its TTL and
+// published. Small batches (one script call that writes and publishes the
+// new keys) and large ones (pipelines) keep the same rules.
 func TestRedisStoreAsyncBatches(t *testing.T) {
-	rb := newBackend(t, backends.RedisParams{Expires: time.Hour})
+	for _, tc := range []struct {
+		name    string
+		group   int // results queued before waiting for them
+		expires time.Duration
+	}{
+		{"burst", 300, time.Hour},
+		{"one at a time", 1, time.Hour},
+		{"groups of 5", 5, time.Hour},
+		{"one at a time, no expiry", 1, -1},
+		{"burst, no expiry", 300, -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testStoreAsyncBatches(t, tc.group, tc.expires) })
+	}
+}
+
+func testStoreAsyncBatches(t *testing.T, group int, expires time.Duration) {
+	rb := newBackend(t, backends.RedisParams{Expires: expires})
 	ctx := testCtx(t)
 	const n = 300
 	ids := make([]string, n)
@@ -529,20 +546,25 @@ func TestRedisStoreAsyncBatches(t *testing.T) {
 		t.Fatalf("subscribe: %v", err)
 	}
 	errs := make(chan error, n)
-	for _, id := range ids {
-		rb.StoreAsync(result(id, backends.StatusFailure, backends.ExceptionInfo{Type: "ValueError"}.Value()), func(err error) { errs <- err })
-	}
-	for range ids {
-		if err := <-errs; err != nil {
-			t.Fatalf("StoreAsync: %v", err)
+	for i := 0; i < n; i += group {
+		for _, id := range ids[i:min(i+group, n)] {
+			rb.StoreAsync(result(id, backends.StatusFailure, backends.ExceptionInfo{Type: "ValueError"}.Value()), func(err error) { errs <- err })
+		}
+		for range ids[i:min(i+group, n)] {
+			if err := <-errs; err != nil {
+				t.Fatalf("StoreAsync: %v", err)
+			}
 		}
 	}
-	published := map[string]bool{}
+	published := map[string]int{}
 	msgs := sub.Channel()
 	for len(published) < n-n/3 {
 		select {
 		case m := <-msgs:
-			published[m.Channel] = true
+			published[m.Channel]++
+			if !strings.Contains(m.Payload, backends.StatusFailure) {
+				t.Fatalf("%s: published %s, want the FAILURE written", m.Channel, m.Payload)
+			}
 		case <-ctx.Done():
 			t.Fatalf("%d results published, want %d", len(published), n-n/3)
 		}
@@ -555,13 +577,15 @@ func TestRedisStoreAsyncBatches(t *testing.T) {
 		if got := storedStatus(t, rb, id); got != want {
 			t.Fatalf("task %d: stored %s, want %s", i, got, want)
 		}
-		if published[rb.Key(id)] != (want == backends.StatusFailure) {
-			t.Fatalf("task %d (%s): published = %v", i, want, published[rb.Key(id)])
+		if wantN := map[bool]int{true: 1}[want == backends.StatusFailure]; published[rb.Key(id)] != wantN {
+			t.Fatalf("task %d (%s): published %d times, want %d", i, want, published[rb.Key(id)], wantN)
 		}
-		if want == backends.StatusFailure {
-			if ttl := rb.Client().TTL(ctx, rb.Key(id)).Val(); ttl <= 0 || ttl > time.Hour {
-				t.Fatalf("task %d: TTL %v, want up to an hour", i, ttl)
-			}
+		ttl := rb.Client().TTL(ctx, rb.Key(id)).Val()
+		switch {
+		case want == backends.StatusFailure && expires > 0 && (ttl <= 0 || ttl > expires):
+			t.Fatalf("task %d: TTL %v, want up to %v", i, ttl, expires)
+		case want == backends.StatusFailure && expires < 0 && ttl != -1:
+			t.Fatalf("task %d: TTL %v, want none", i, ttl)
 		}
 	}
 }
