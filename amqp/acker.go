@@ -364,10 +364,16 @@ func (b barrier) wait(a *acker) {
 	for a.answered < b.seq && a.err == nil {
 		a.answer.Wait()
 	}
-	if a.answered < b.seq {
+	// Proven by the count, whichever call failed; else the channel died
+	// before enough answers came.
+	proven := a.answered >= b.seq
+	if !proven && a.err != nil {
 		err = a.err
 	}
 	a.mu.Unlock()
+	if proven {
+		err = nil
+	}
 	b.w.err = err
 	close(b.w.done)
 }
