@@ -365,15 +365,13 @@ func (b barrier) wait(a *acker) {
 		a.answer.Wait()
 	}
 	// Proven by the count, whichever call failed; else the channel died
-	// before enough answers came.
-	proven := a.answered >= b.seq
-	if !proven && a.err != nil {
+	// (the loop ends only then) before enough answers came.
+	if a.answered >= b.seq {
+		err = nil
+	} else {
 		err = a.err
 	}
 	a.mu.Unlock()
-	if proven {
-		err = nil
-	}
 	b.w.err = err
 	close(b.w.done)
 }

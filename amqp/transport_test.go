@@ -226,11 +226,7 @@ func TestAckNowBesideSetPrefetch(t *testing.T) {
 	ctx := context.Background()
 	q := tempQueue(t, c, "acknow")
 	const n = 300
-	for i := 0; i < n; i++ {
-		if err := c.PublishTask(ctx, broker.Route{RoutingKey: q}, &protocol.Envelope{Body: []byte("x")}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	publishN(t, c, q, n)
 	ds, err := c.Consume(ctx, []string{q}, 50)
 	if err != nil {
 		t.Fatal(err)
@@ -272,11 +268,7 @@ func TestStartAckOnRabbitMQ(t *testing.T) {
 	ctx := context.Background()
 	q := tempQueue(t, check, "startack")
 	const n = 300
-	for i := 0; i < n; i++ {
-		if err := check.PublishTask(ctx, broker.Route{RoutingKey: q}, &protocol.Envelope{Body: []byte("x")}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	publishN(t, check, q, n)
 	ds, err := c.Consume(ctx, []string{q}, 50)
 	if err != nil {
 		t.Fatal(err)
@@ -317,6 +309,16 @@ func TestStartAckOnRabbitMQ(t *testing.T) {
 	requireAcked(t, c, check, q)
 }
 
+// publishN publishes n small messages to q through c.
+func publishN(t *testing.T, c broker.Conn, q string, n int) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		if err := c.PublishTask(context.Background(), broker.Route{RoutingKey: q}, &protocol.Envelope{Body: []byte("x")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // requireAcked closes c and fails if any message comes back to q on the
 // other connection, check: Close waits for the broker's close-ok, and by
 // then it has put back every message whose ack it had not processed.
@@ -346,11 +348,7 @@ func TestPipelinedBarriersOnRabbitMQ(t *testing.T) {
 	ctx := context.Background()
 	q := tempQueue(t, check, "pipelined")
 	const n, runners = 2000, 16
-	for i := 0; i < n; i++ {
-		if err := check.PublishTask(ctx, broker.Route{RoutingKey: q}, &protocol.Envelope{Body: []byte("x")}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	publishN(t, check, q, n)
 	ds, err := c.Consume(ctx, []string{q}, 64)
 	if err != nil {
 		t.Fatal(err)

@@ -21,8 +21,6 @@ import (
 // inspect. A message holding a value the packing does not know (kombu's
 // datetime, decimal, ... in its arguments) stays decoded.
 
-// freeze packs j's message, unless it holds a value freeze does not know.
-// Only the serve loop calls it, before j is shared.
 // thawedLine is how many jobs may wait for a runner unfrozen at least: in
 // a short line packing and unpacking each message would cost more CPU than
 // the memory it saves. The line is as long as the prefetch window the pool
@@ -45,6 +43,8 @@ func (w *Worker) thawedLen() int {
 	return min(max(thawedLine, w.pool.Size()*w.multiplier), maxThawedLine)
 }
 
+// freeze packs j's message, unless it holds a value freeze does not know.
+// Only the serve loop calls it, before j is shared.
 func (w *Worker) freeze(j *job) {
 	if b, ok := freeze(j.msg); ok {
 		j.frozen, j.msg, j.log = b, nil, nil
