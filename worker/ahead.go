@@ -11,9 +11,10 @@ import "github.com/celeryworker/gocelery/broker"
 // and when the serve loop queues one. Such a job is the worker's from then
 // on: it runs even if the connection is lost, it runs during a warm
 // shutdown, and a cold shutdown (or the shutdown timeout) records
-// WorkerLostError for it. At most the concurrency's worth of tasks are
-// acknowledged and not yet started; like the running tasks of an
-// early-ack worker, they are lost if the process is killed.
+// WorkerLostError for it. At most as many tasks as the pool has runners
+// (autoscale and pool_grow/pool_shrink move it) are acknowledged and not
+// yet started; like the running tasks of an early-ack worker, they are
+// lost if the process is killed.
 
 // fillAhead starts the acks of the jobs at the head of the waiting line.
 func (w *Worker) fillAhead() {
@@ -22,7 +23,9 @@ func (w *Worker) fillAhead() {
 	if w.quitting() || w.backendDown.Load() {
 		return
 	}
-	w.waiting.startAhead(max(1, w.cfg.Concurrency), w.startAck)
+	// One per runner there is now: with autoscale below its maximum the
+	// configured concurrency would be more, and after pool_grow fewer.
+	w.waiting.startAhead(max(1, w.pool.Size()), w.startAck)
 }
 
 // startAck starts the ack of an early-ack job on a transport that can

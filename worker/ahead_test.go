@@ -55,6 +55,34 @@ func TestAckAheadWhileARunnerIsBusy(t *testing.T) {
 	}
 }
 
+// TestAckAheadFollowsPoolSize: the bound is one per runner the pool has
+// now, not the configured concurrency: after pool_grow to two runners, both
+// busy, two waiting jobs are acknowledged ahead and the third is not.
+func TestAckAheadFollowsPoolSize(t *testing.T) {
+	t.Parallel()
+	g := newGate()
+	defer g.Release()
+	f := newFixture(t, okRegistry(g), worker.Config{Concurrency: 1, PrefetchMultiplier: 4})
+	f.b.StartAcks(true)
+	f.start()
+	if r := asJSON(f.control("pool_grow", map[string]any{"n": 1})); r != `{"ok":"pool will grow"}` {
+		t.Fatalf("pool_grow: %s", r)
+	}
+	f.publish("A1", "t.block")
+	f.publish("A2", "t.block")
+	g.waitRunning(t, "A1", "A2")
+	for _, id := range []string{"B", "C", "D"} {
+		f.publish(id, "t.ok")
+	}
+	brokertest.WaitFor(t, patience, func() bool { return f.b.Len(testQueue) == 0 }, "B, C and D delivered")
+	f.waitAcked("C")
+	if acked := sorted(f.b.Acked()); !slices.Equal(acked, []string{"A1", "A2", "B", "C"}) || f.b.Unacked() != 1 {
+		t.Fatalf("acked %v with %d unacked while two runners are busy; want [A1 A2 B C] and D unacked", acked, f.b.Unacked())
+	}
+	g.Release()
+	f.result("D", backends.StatusSuccess)
+}
+
 // TestAckAheadNotForAcksLate: an acks_late job is acknowledged after its
 // result, never ahead.
 func TestAckAheadNotForAcksLate(t *testing.T) {
