@@ -11,6 +11,7 @@ import (
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/celeryworker/gocelery/broker"
+	"github.com/celeryworker/gocelery/protocol"
 )
 
 // DeclareQueue declares q exactly as kombu's Queue.declare does for the
@@ -103,7 +104,7 @@ func queueArgs(m map[string]any) amqp091.Table {
 }
 
 func argField(v any) any {
-	if n, ok := broker.IntArg(v); ok {
+	if n, ok := protocol.Int(v); ok {
 		if n >= -math.MaxInt32 && n <= math.MaxInt32 {
 			return int32(n)
 		}

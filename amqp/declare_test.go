@@ -2,8 +2,10 @@ package amqp
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -137,6 +139,36 @@ func TestDeclareQueueMismatchIsMisconfigured(t *testing.T) {
 }
 
 // kombu's calculate_routing_key.
+// TestQueueArgs: declaration arguments take the field types py-amqp writes
+// for the same Python values, whatever Go type the configuration decoded
+// them into (RabbitMQ compares a redeclaration's arguments with the
+// queue's, so an int must not go out as a string or a 64-bit field).
+func TestQueueArgs(t *testing.T) {
+	cases := []struct {
+		name string
+		in   any
+		want any
+	}{
+		{"int", 10, int32(10)},
+		{"int64 that fits", int64(86400000), int32(86400000)},
+		{"int64 beyond 32 bits", int64(1) << 40, int64(1) << 40},
+		{"uint64", uint64(255), int32(255)},
+		{"json.Number", json.Number("5"), int32(5)},
+		{"float32", float32(1.5), float64(1.5)},
+		{"string", "quorum", "quorum"},
+		{"list", []any{int64(1), "a"}, []any{int32(1), "a"}},
+		{"table", map[string]any{"n": uint8(2)}, amqp091.Table{"n": int32(2)}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got := queueArgs(map[string]any{"x": c.in})["x"]
+			if !reflect.DeepEqual(got, c.want) {
+				t.Fatalf("queueArgs(%T %v) = %T %v, want %T %v", c.in, c.in, got, got, c.want, c.want)
+			}
+		})
+	}
+}
+
 func TestDelayRoutingKey(t *testing.T) {
 	for _, tt := range []struct {
 		secs int64

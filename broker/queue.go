@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/celeryworker/gocelery/protocol"
 )
 
 // Queue is a task queue as Celery's task_queues and kombu's Queue(...)
@@ -108,7 +110,7 @@ func (q Queue) Quorum() bool { return q.Type() == "quorum" }
 
 // MaxPriority is the x-max-priority argument (0: not a priority queue).
 func (q Queue) MaxPriority() int {
-	n, _ := IntArg(q.Arguments["x-max-priority"])
+	n, _ := protocol.Int(q.Arguments["x-max-priority"])
 	return int(n)
 }
 
@@ -155,7 +157,7 @@ func (q Queue) Validate() error {
 		}
 	}
 	if v, ok := q.Arguments["x-max-priority"]; ok {
-		n, isInt := IntArg(v)
+		n, isInt := protocol.Int(v)
 		if !isInt || n < 1 || n > 255 {
 			return fmt.Errorf("queue %q: x-max-priority %v: want an integer from 1 to 255", q.Name, v)
 		}
@@ -170,27 +172,4 @@ func (q Queue) Validate() error {
 		return fmt.Errorf("queue %q: x-max-priority: a %s queue cannot be a priority queue (priority queues are classic; drop --task-queue-max-priority or give the queue its own definition)", q.Name, q.Type())
 	}
 	return nil
-}
-
-// IntArg reads an integer argument whatever Go integer type holds it.
-func IntArg(v any) (int64, bool) {
-	switch x := v.(type) {
-	case int:
-		return int64(x), true
-	case int8:
-		return int64(x), true
-	case int16:
-		return int64(x), true
-	case int32:
-		return int64(x), true
-	case int64:
-		return x, true
-	case uint8:
-		return int64(x), true
-	case uint16:
-		return int64(x), true
-	case uint32:
-		return int64(x), true
-	}
-	return 0, false
 }
