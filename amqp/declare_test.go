@@ -138,7 +138,6 @@ func TestDeclareQueueMismatchIsMisconfigured(t *testing.T) {
 	}
 }
 
-// kombu's calculate_routing_key.
 // TestQueueArgs: declaration arguments take the field types py-amqp writes
 // for the same Python values, whatever Go type the configuration decoded
 // them into (RabbitMQ compares a redeclaration's arguments with the
@@ -169,6 +168,7 @@ func TestQueueArgs(t *testing.T) {
 	}
 }
 
+// kombu's calculate_routing_key.
 func TestDelayRoutingKey(t *testing.T) {
 	for _, tt := range []struct {
 		secs int64
