@@ -96,6 +96,7 @@ func (s *etaScheduler) run() {
 				w.afterETA(j)
 			}
 		case <-w.quit:
+			s.awaitServeLoop()
 			for _, j := range s.heap {
 				if !lost(j) {
 					w.reject(j, true, "shutting down before its ETA")
@@ -117,6 +118,25 @@ func (s *etaScheduler) run() {
 		}
 		if changed {
 			s.setHeld(len(s.heap))
+		}
+	}
+}
+
+// awaitServeLoop keeps taking what the serve loop hands over until it has
+// returned, so held messages are requeued only once the consumers are
+// cancelled: requeued before, one could come straight back to this worker
+// (the broker still delivers until basic.cancel is answered), be held
+// again and be requeued twice. Close ends the wait too (w.done).
+func (s *etaScheduler) awaitServeLoop() {
+	w := s.w
+	for {
+		select {
+		case j := <-s.add:
+			s.heap = append(s.heap, j) // order no longer matters
+		case <-w.loopDone:
+			return
+		case <-w.done:
+			return
 		}
 	}
 }

@@ -386,13 +386,18 @@ func TestETA(t *testing.T) {
 }
 
 // TestETAHeldRequeuedOnShutdown: a warm shutdown sends held messages back
-// to the queue instead of waiting for their ETA.
+// to the queue instead of waiting for their ETA, once its consumer is
+// cancelled: requeued before, a message could come straight back to this
+// worker, be held again and be requeued a second time (the cancel is made
+// slow here, as basic.cancel's round trip is on RabbitMQ).
 func TestETAHeldRequeuedOnShutdown(t *testing.T) {
 	t.Parallel()
 	runs := newRunLog()
 	reg := tasks.NewRegistry()
 	reg.MustRegister("t.later", func(ctx context.Context) (string, error) { runs.add(ctx); return "later", nil })
-	f := startWorker(t, reg, worker.Config{Concurrency: 1})
+	f := newFixture(t, reg, worker.Config{Concurrency: 1})
+	f.b.SlowCancel(100 * time.Millisecond)
+	f.start()
 	eta := time.Now().Add(time.Hour)
 	f.send(&protocol.Message{ID: "eta1", Task: "t.later", ETA: &eta})
 	brokertest.WaitFor(t, patience, func() bool { return f.b.Prefetch() == 5 }, "the message to be held")
@@ -411,6 +416,9 @@ func TestETAHeldRequeuedOnShutdown(t *testing.T) {
 	}
 	if f.b.Len(testQueue) != 1 || !slices.Equal(f.b.Requeued(), []string{"eta1"}) || runs.total() != 0 {
 		t.Fatalf("queue %d requeued %v runs %d", f.b.Len(testQueue), f.b.Requeued(), runs.total())
+	}
+	if live := f.b.RequeuedWhileConsuming(); len(live) != 0 {
+		t.Fatalf("requeued %v while the consumer was still on", live)
 	}
 	if len(f.be.IDs()) != 0 {
 		t.Fatalf("stored %v", f.be.IDs())

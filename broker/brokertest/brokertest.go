@@ -49,8 +49,11 @@ type Broker struct {
 	ackFail int
 	// startAcks: hand out deliveries that implement broker.AckStarter.
 	startAcks bool
+	// slowCancel: CancelConsume waits this long before the consumer stops.
+	slowCancel time.Duration
 
 	acked, rejected, requeued []string
+	requeuedLive              []string // requeued while their consumer was still on
 	published                 []Sent
 	events                    []map[string]any
 	eventKeys                 []string
@@ -266,6 +269,11 @@ func (b *Broker) Rejected() []string { return b.strings(&b.rejected) }
 // those requeued by CancelConsume or a lost connection).
 func (b *Broker) Requeued() []string { return b.strings(&b.requeued) }
 
+// RequeuedWhileConsuming lists the task ids of Requeued whose connection's
+// consumer was still on at the reject: the broker may hand such a message
+// straight back to the same worker.
+func (b *Broker) RequeuedWhileConsuming() []string { return b.strings(&b.requeuedLive) }
+
 func (b *Broker) strings(s *[]string) []string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -364,6 +372,15 @@ func (b *Broker) StartAcks(on bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.startAcks = on
+}
+
+// SlowCancel makes CancelConsume wait d before it stops the consumer, as
+// RabbitMQ's basic.cancel takes a round trip: until then the consumer is
+// on.
+func (b *Broker) SlowCancel(d time.Duration) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.slowCancel = d
 }
 
 // FailAcks makes every following Ack fail with err without settling, as

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"sync/atomic"
+	"time"
 
 	"github.com/celeryworker/gocelery/broker"
 	"github.com/celeryworker/gocelery/protocol"
@@ -226,6 +227,15 @@ func (c *conn) SetPrefetch(n int) error {
 
 func (c *conn) CancelConsume(ctx context.Context) error {
 	b := c.b
+	b.mu.Lock()
+	slow := b.slowCancel
+	b.mu.Unlock()
+	if slow > 0 {
+		select {
+		case <-time.After(slow):
+		case <-ctx.Done():
+		}
+	}
 	b.mu.Lock()
 	if c.ended {
 		b.mu.Unlock()
@@ -474,6 +484,9 @@ func (d *delivery) settle(ack, requeue bool) error {
 		b.acked = append(b.acked, id)
 	case requeue:
 		b.requeued = append(b.requeued, id)
+		if cs := d.c.cons; cs != nil && !cs.stopped {
+			b.requeuedLive = append(b.requeuedLive, id)
+		}
 		b.requeue(d.msg)
 	default:
 		b.rejected = append(b.rejected, id)
