@@ -108,7 +108,7 @@ func main() {
 	flag.StringVar(&b.python, "python", ".venv/bin/python", "Python with celery 5.7")
 	flag.StringVar(&b.goBin, "bin", ".build/gocelery", "gocelery binary")
 	flag.BoolVar(&build, "build", true, "go build the gocelery binary first")
-	flag.StringVar(&profile, "profile", "", "directory: also run W1 and W2 once with a CPU-profiled in-process gocelery worker (cmd/gocelery-bench/profworker) and write w1.pprof, w2.pprof there, and the heap profiles w1.heap.pprof, w2.heap.pprof (-sample_index=alloc_objects: what was allocated)")
+	flag.StringVar(&profile, "profile", "", "directory: also run W1 and W2 once with a CPU-profiled in-process gocelery worker (cmd/gocelery-bench/profworker) and write w1.pprof, w2.pprof there, the heap profiles w1.heap.pprof, w2.heap.pprof (-sample_index=alloc_objects: what was allocated) and the execution traces w1.trace, w2.trace (go tool trace -pprof=sched: where goroutines waited to run)")
 	flag.BoolVar(&b.verbose, "v", false, "log progress")
 	flag.IntVar(&b.dN, "d-n", 11000, "tasks per run of a gocelery at default flags (D1, S1 per process, Q1); more when a run is shorter than -min-dur")
 	flag.IntVar(&b.d64CeilPrefetch, "d64-ceiling-prefetch", 500, "D64: the ceiling's prefetch beside gocelery -c 64")
@@ -339,8 +339,9 @@ func (b *bench) throughputRun(w, impl, tmpl string, results bool, n, run int, cp
 		v.goFlags = []string{"-c", fmt.Sprint(conc), "--prefetch-multiplier", fmt.Sprint(b.goPrefetchMult)}
 		v.goWorkers = b.goWorkers
 		if cpuprofile != "" {
+			base := strings.TrimSuffix(cpuprofile, ".pprof")
 			v.goFlags = append(v.goFlags, "--cpuprofile", cpuprofile,
-				"--memprofile", strings.TrimSuffix(cpuprofile, ".pprof")+".heap.pprof")
+				"--memprofile", base+".heap.pprof", "--trace", base+".trace")
 			v.goBin, v.goWorkers = b.profBin, 1
 		}
 	case "python":

@@ -1,9 +1,10 @@
 // Command profworker is the gocelery worker (package cli serving the
 // conformance tasks, as cmd/gocelery does) plus --memprofile FILE, a heap
-// profile written when the worker stops, for gocelery-bench -profile.
-// --cpuprofile and every other flag are cli's.
+// profile written when the worker stops, and --trace FILE, an execution
+// trace of the whole run, for gocelery-bench -profile. --cpuprofile and
+// every other flag are cli's.
 //
-//	profworker worker -b URL --result-backend URL -Q q -c 16 --cpuprofile w1.pprof --memprofile heap.pprof
+//	profworker worker -b URL --result-backend URL -Q q -c 16 --cpuprofile w1.pprof --memprofile heap.pprof --trace w1.trace
 package main
 
 import (
@@ -13,6 +14,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
+	"runtime/trace"
 	"strings"
 
 	"github.com/celeryworker/gocelery/cli"
@@ -26,12 +28,22 @@ func main() {
 		debug.SetGCPercent(200)
 	}
 	args, memprofile := takeFlag(os.Args[1:], "--memprofile")
+	args, tracefile := takeFlag(args, "--trace")
+	stopTrace := func() {}
+	if tracefile != "" {
+		var err error
+		if stopTrace, err = startTrace(tracefile); err != nil {
+			fmt.Fprintln(os.Stderr, "profworker: --trace:", err)
+			os.Exit(1)
+		}
+	}
 	reg := tasks.NewRegistry()
 	if err := conformance.Register(reg); err != nil {
 		fmt.Fprintln(os.Stderr, "profworker:", err)
 		os.Exit(1)
 	}
 	code := cli.Program{Name: "profworker", Registry: reg}.Run(context.Background(), args, os.Stdout, os.Stderr)
+	stopTrace()
 	if memprofile != "" {
 		if err := writeHeapProfile(memprofile); err != nil {
 			fmt.Fprintln(os.Stderr, "profworker: --memprofile:", err)
@@ -56,6 +68,25 @@ func takeFlag(args []string, name string) (rest []string, value string) {
 		}
 	}
 	return rest, value
+}
+
+// startTrace starts an execution trace into path; the returned func stops
+// it and closes the file.
+func startTrace(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := trace.Start(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		trace.Stop()
+		if err := f.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, "profworker: --trace:", err)
+		}
+	}, nil
 }
 
 func writeHeapProfile(path string) error {
