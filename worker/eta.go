@@ -105,16 +105,7 @@ func (s *etaScheduler) run() {
 			}
 			s.heap = nil
 			w.held.Store(0)
-			// Late arrivals while stopping go straight back.
-			for {
-				select {
-				case j := <-s.add:
-					w.reject(j, true, "shutting down before its ETA")
-					w.finish(j)
-				case <-w.done:
-					return
-				}
-			}
+			return
 		}
 		if changed {
 			s.setHeld(len(s.heap))
@@ -122,21 +113,26 @@ func (s *etaScheduler) run() {
 	}
 }
 
-// awaitServeLoop keeps taking what the serve loop hands over until it has
-// returned, so held messages are requeued only once the consumers are
-// cancelled: requeued before, one could come straight back to this worker
-// (the broker still delivers until basic.cancel is answered), be held
-// again and be requeued twice. Close ends the wait too (w.done).
+// awaitServeLoop takes what the serve loop hands over until it has
+// returned (Run closes loopDone on every path, Close included), so held
+// messages are requeued only once the consumers are cancelled: requeued
+// before, one could come straight back to this worker (the broker still
+// delivers until basic.cancel is answered), be held again and be requeued
+// twice. The serve loop is the only sender, so nothing arrives after.
 func (s *etaScheduler) awaitServeLoop() {
-	w := s.w
 	for {
 		select {
 		case j := <-s.add:
 			s.heap = append(s.heap, j) // order no longer matters
-		case <-w.loopDone:
-			return
-		case <-w.done:
-			return
+		case <-s.w.loopDone:
+			for {
+				select {
+				case j := <-s.add: // sent just before it returned
+					s.heap = append(s.heap, j)
+				default:
+					return
+				}
+			}
 		}
 	}
 }
