@@ -1,12 +1,15 @@
 package amqp
 
 import (
+	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"github.com/celeryworker/gocelery/broker"
 )
 
 // acker settles deliveries on one consuming channel. RabbitMQ pays per ack
@@ -29,9 +32,10 @@ type acker struct {
 	ch ackChannel
 	// confirm, when set, is a synchronous call on the same channel: its
 	// answer proves the broker has processed every frame before it. AckNow
-	// waits for it, so an ack written just as the broker drops the
-	// connection (which it then never reads) is reported failed and the
-	// task is not started; without it such a task ran twice.
+	// waits for it. An ack that could not be written fails plainly (the
+	// broker redelivers the message); one written whose answer the
+	// connection's end cut off fails with broker.ErrAckInDoubt, since the
+	// broker may have read it just before.
 	confirm func() error
 
 	// wmu orders the writers: whoever holds it takes what is due from the
@@ -365,11 +369,12 @@ func (b barrier) wait(a *acker) {
 		a.answer.Wait()
 	}
 	// Proven by the count, whichever call failed; else the channel died
-	// (the loop ends only then) before enough answers came.
+	// (the loop ends only then) before enough answers came, and whether
+	// the broker read the acks first cannot be known.
 	if a.answered >= b.seq {
 		err = nil
 	} else {
-		err = a.err
+		err = fmt.Errorf("%w: %w", broker.ErrAckInDoubt, a.err)
 	}
 	a.mu.Unlock()
 	b.w.err = err

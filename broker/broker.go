@@ -23,6 +23,13 @@ var ErrMisconfigured = errors.New("misconfigured")
 // ErrClosed is returned by operations on a connection that has ended.
 var ErrClosed = errors.New("broker: connection closed")
 
+// ErrAckInDoubt marks an acknowledgement that left the process but whose
+// confirmation never came back: the connection ended in between, and the
+// broker may have processed it (the message is gone) or not (it is
+// requeued). The worker runs such a task rather than risk losing it, and
+// recognises the redelivery if it comes back to it.
+var ErrAckInDoubt = errors.New("broker: ack sent, not confirmed")
+
 // Transport opens connections to one broker.
 type Transport interface {
 	// Dial connects. Errors that wrap ErrMisconfigured are final; any other
@@ -161,11 +168,13 @@ type Delivery interface {
 
 // NowAcker is implemented by deliveries whose Ack may return before the
 // acknowledgement has left the process (batched, as the AMQP transport
-// does). AckNow returns only once it is written to the connection; an
-// error means it was not, and the broker will redeliver the message. The
-// worker acks an early-ack task with it before starting the task, so a lost
-// connection never runs an acknowledged task twice. A transport whose Ack
-// already writes before returning need not implement it.
+// does). AckNow returns only once it is written to the connection (and,
+// where the transport can, processed by the broker); an error means it was
+// not, and the broker will redeliver the message, unless it wraps
+// ErrAckInDoubt. The worker acks an early-ack task with it before starting
+// the task, so a lost connection does not run an acknowledged task twice.
+// A transport whose Ack already writes before returning need not implement
+// it.
 type NowAcker interface {
 	AckNow() error
 }

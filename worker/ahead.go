@@ -42,23 +42,48 @@ func (w *Worker) startAck(j *job) {
 
 // ackedAhead waits for the ack started ahead of j's run; false means it
 // failed and the broker will redeliver the message, or a cold shutdown
-// recorded j as lost (j must not start).
+// recorded j as lost (j must not start). An ack in doubt is remembered
+// before j leaves w.ahead, where rememberDoubts looks for it.
 func (w *Worker) ackedAhead(j *job) bool {
+	err := j.ackWait()
+	if ackInDoubt(err) {
+		j.doubt = w.doubts.add(j.msg.ID, j)
+	}
 	if _, mine := w.ahead.LoadAndDelete(j); !mine {
+		j.doubt.end(true) // failAckedAhead recorded it
 		return false
 	}
-	return w.ackBeforeStart(j, j.ackWait)
+	return w.ackBeforeStart(j, err)
 }
 
-// ackBeforeStart waits for the ack of an early-ack job (ack); false means
-// it failed and the broker will redeliver the message.
-func (w *Worker) ackBeforeStart(j *job, ack func() error) bool {
-	if err := ack(); err != nil {
+// ackBeforeRun acknowledges an early-ack job a runner took before its ack
+// was started ahead: started the same way where the transport can (so a
+// lost connection's rememberDoubts sees it too), else with AckNow.
+func (w *Worker) ackBeforeRun(j *job) bool {
+	w.startAck(j)
+	if j.ackWait != nil {
+		return w.ackedAhead(j)
+	}
+	return w.ackBeforeStart(j, broker.AckNow(j.d))
+}
+
+// ackBeforeStart decides on the outcome of an early-ack job's ack (err):
+// false means it failed and the broker will redeliver the message. An ack
+// in doubt counts as taken: the task runs rather than risk being lost.
+func (w *Worker) ackBeforeStart(j *job, err error) bool {
+	switch {
+	case err == nil:
+		j.log.Debug().Msg("acked")
+	case ackInDoubt(err):
+		if j.doubt == nil {
+			j.doubt = w.doubts.add(j.msg.ID, j)
+		}
+		j.log.Warn().Err(err).Msgf("Task %s[%s] runs although the connection ended before the broker confirmed its ack (had the broker not taken it, a redelivery to this worker will not run again)", j.msg.Name(), j.msg.ID)
+	default:
 		j.log.Warn().Err(err).Msgf("Task %s[%s] not started: its ack could not be sent (the broker will redeliver the message)", j.msg.Name(), j.msg.ID)
 		return false
 	}
 	j.acked = true
-	j.log.Debug().Msg("acked")
 	return true
 }
 
@@ -71,7 +96,7 @@ func (w *Worker) failAckedAhead(reason string) {
 		if _, mine := w.ahead.LoadAndDelete(j); !mine {
 			return true // a runner took it: it is starting
 		}
-		if err := j.ackWait(); err != nil {
+		if err := j.ackWait(); err != nil && !ackInDoubt(err) {
 			return true // not acknowledged: the broker redelivers it
 		}
 		w.knownMu.Lock()

@@ -52,6 +52,7 @@ func (w *Worker) runJob(j *job) {
 		w.revoked.Add(j.msg.ID)
 	}
 	if w.discarded(j, false) || w.alreadySucceeded(j) || w.ranHere(j) {
+		j.doubt.end(true) // settled without a run: a redelivery must not run either
 		return
 	}
 	j.log.Debug().Msg("dispatched to a runner")
@@ -78,7 +79,7 @@ func (w *Worker) run(j *job) {
 		// Acknowledged before it starts, as Celery does, and only started
 		// once the ack is on the wire: an ack still in a buffer when the
 		// connection drops would let the broker hand the task out again.
-		if !w.ackBeforeStart(j, func() error { return broker.AckNow(j.d) }) {
+		if !w.ackBeforeRun(j) {
 			return
 		}
 	}
@@ -115,10 +116,10 @@ func (w *Worker) run(j *job) {
 		<-w.resultSlots
 		// acks_late: only once the result is stored; a result that could
 		// not be stored sends the message back, to run again.
+		j.doubt.end(stored)
 		if acksLate {
-			fin.stored = stored
 			w.finishing.CompareAndDelete(j.msg.ID, fin)
-			close(fin.done)
+			fin.end(stored)
 			if stored {
 				w.ack(j)
 			} else {
@@ -129,11 +130,33 @@ func (w *Worker) run(j *job) {
 	})
 }
 
-// runFinish is an acks_late run whose outcome is being recorded, for a
-// redelivery of the same message that arrives meanwhile (ranHere).
+// runFinish is an acks_late run whose outcome is being recorded, or the
+// run of a task whose ack is in doubt (doubt.go), for a redelivery of the
+// same message that arrives meanwhile (ranHere).
 type runFinish struct {
 	done   chan struct{}
 	stored bool // set before done closes
+	once   sync.Once
+
+	// In doubts only: the task id, the job that runs it (until it ends;
+	// not kept longer, a finished job's memory is not held for this), and
+	// the record of an earlier copy of the same message.
+	id    string
+	owner atomic.Pointer[job]
+	prev  *runFinish
+}
+
+// end records the outcome (stored: recorded, or nothing to record) and
+// releases the waiters; the first call counts. f may be nil.
+func (f *runFinish) end(stored bool) {
+	if f == nil {
+		return
+	}
+	f.once.Do(func() {
+		f.stored = stored
+		f.owner.Store(nil)
+		close(f.done)
+	})
 }
 
 // ranHere handles the redelivery of an acks_late message whose first run,
@@ -141,20 +164,29 @@ type runFinish struct {
 // was lost, so its ack will fail): instead of running the task a second
 // time at once, it waits for that run, then acks the redelivery if the
 // result was stored, or lets it run if not.
+//
+// The same for an early-ack task whose first copy ran here with its ack in
+// doubt (doubt.go): if that ack had not reached the broker, this is its
+// redelivery, and it runs only if the first run's outcome was not stored.
 func (w *Worker) ranHere(j *job) bool {
 	if !j.d.Info().Redelivered {
 		return false
 	}
-	f, ok := w.finishing.Load(j.msg.ID)
-	if !ok {
+	var first *runFinish
+	if f, ok := w.finishing.Load(j.msg.ID); ok {
+		first = f.(*runFinish)
+	} else if first = w.doubts.firstRun(j.msg.ID, j); first == nil {
 		return false
 	}
-	first := f.(*runFinish)
-	j.log.Warn().Msgf("Task %s[%s] redelivered while its first run here is not finished; waiting for it instead of running it twice", j.msg.Name(), j.msg.ID)
 	select {
 	case <-first.done:
-	case <-w.baseCtx.Done():
-		return false
+	default:
+		j.log.Warn().Msgf("Task %s[%s] redelivered while its first run here is not finished; waiting for it instead of running it twice", j.msg.Name(), j.msg.ID)
+		select {
+		case <-first.done:
+		case <-w.baseCtx.Done():
+			return false
+		}
 	}
 	if !first.stored {
 		return false

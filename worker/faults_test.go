@@ -242,3 +242,41 @@ func TestResultBufferIsBounded(t *testing.T) {
 	// One more outcome waits in the runner for a slot; nothing else runs.
 	holdsFor(t, 200*time.Millisecond, func() bool { return runs.total() <= bound+1 }, "tasks run beyond the buffer")
 }
+
+// TestEarlyAckInDoubt: the connection ends after an early-ack task's ack
+// was written and before the broker confirmed it (broker.ErrAckInDoubt).
+// If the broker took the ack, the message is gone: the task must run here
+// or it is lost. If it did not, the broker redelivers the message: the
+// redelivery, back at this worker, is acknowledged without running again.
+// Either way the task runs once and its result is stored.
+func TestEarlyAckInDoubt(t *testing.T) {
+	t.Parallel()
+	for _, taken := range []bool{true, false} {
+		t.Run(fmt.Sprint("broker took the ack=", taken), func(t *testing.T) {
+			t.Parallel()
+			runs := newRunLog()
+			reg := tasks.NewRegistry()
+			reg.MustRegister("t.count", func(ctx context.Context) (string, error) { runs.add(ctx); return "counted", nil })
+			f := newFixture(t, reg, worker.Config{Concurrency: 1})
+			f.b.StartAcks(true)
+			f.b.AckInDoubt(taken)
+			f.start()
+			f.publish("A", "t.count")
+			f.result("A", backends.StatusSuccess)
+			// The broker's view: acknowledged once, by the first copy or
+			// (not taken) by its redelivery, which so reached the worker;
+			// nothing left anywhere.
+			f.waitAcked("A")
+			brokertest.WaitFor(t, patience, func() bool {
+				return f.b.Len(testQueue) == 0 && f.b.Unacked() == 0 && f.w.Snapshot().Running == 0
+			}, "A to be settled")
+			holdsFor(t, 200*time.Millisecond, func() bool { return runs.count("A") <= 1 }, "A ran twice")
+			if n := runs.count("A"); n != 1 {
+				t.Fatalf("A ran %d times, want once", n)
+			}
+			if n := len(f.be.History("A")); n != 1 {
+				t.Fatalf("A's result stored %d times, want once", n)
+			}
+		})
+	}
+}

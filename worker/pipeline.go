@@ -49,6 +49,9 @@ type job struct {
 	// worker's, not to be settled again.
 	ackWait func() error
 	acked   bool
+	// doubt, when set, records the run of a job whose ack is in doubt
+	// (doubt.go), for a redelivery of it.
+	doubt *runFinish
 }
 
 // accept takes one delivery from the serve loop: it decodes it, settles

@@ -110,6 +110,7 @@ func (w *Worker) loop() error {
 		for _, j := range w.waiting.removeLost() {
 			w.finish(j)
 		}
+		w.rememberDoubts()
 	}
 }
 

@@ -151,8 +151,10 @@ type Worker struct {
 	// finishing holds, per task id, the acks_late run whose outcome is not
 	// recorded yet (*runFinish), for ranHere.
 	finishing sync.Map
-	started   time.Time
-	clock     atomic.Int64
+	// doubts remembers the runs of tasks whose ack is in doubt (doubt.go).
+	doubts  doubts
+	started time.Time
+	clock   atomic.Int64
 
 	// baseCtx is the parent of every task's context; Close cancels it.
 	baseCtx    context.Context

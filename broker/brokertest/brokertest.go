@@ -49,6 +49,9 @@ type Broker struct {
 	ackFail int
 	// startAcks: hand out deliveries that implement broker.AckStarter.
 	startAcks bool
+	// doubt: the next started ack is cut off (AckInDoubt); doubtTaken
+	// says whether the broker takes it all the same.
+	doubt, doubtTaken bool
 	// slowCancel: CancelConsume waits this long before the consumer stops.
 	slowCancel time.Duration
 
@@ -372,6 +375,18 @@ func (b *Broker) StartAcks(on bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.startAcks = on
+}
+
+// AckInDoubt makes the next ack started with StartAck end as a connection
+// lost between the ack and its confirmation leaves it: the broker takes the
+// ack (the message is gone) when taken is set and not otherwise (it is
+// requeued with Redelivered set), the connection ends, and then the wait
+// reports an error wrapping broker.ErrAckInDoubt. Only deliveries handed
+// out under StartAcks have StartAck.
+func (b *Broker) AckInDoubt(taken bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.doubt, b.doubtTaken = true, taken
 }
 
 // SlowCancel makes CancelConsume wait d before it stops the consumer, as

@@ -457,8 +457,23 @@ func (d *delivery) Reject(requeue bool) error { return d.settle(false, requeue) 
 type startingDelivery struct{ *delivery }
 
 func (d startingDelivery) StartAck() func() error {
-	err := d.Ack()
-	return func() error { return err }
+	b := d.c.b
+	b.mu.Lock()
+	doubt, taken := b.doubt, b.doubtTaken
+	b.doubt = false
+	b.mu.Unlock()
+	if !doubt {
+		err := d.Ack()
+		return func() error { return err }
+	}
+	if taken {
+		_ = d.Ack()
+	}
+	go d.c.end(broker.ErrClosed)
+	return func() error {
+		<-d.c.done
+		return fmt.Errorf("brokertest: %w: the connection ended before its confirmation", broker.ErrAckInDoubt)
+	}
 }
 
 func (d *delivery) settle(ack, requeue bool) error {
