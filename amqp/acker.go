@@ -314,10 +314,12 @@ func (a *acker) writeLocked(all bool, then func() error) (barrier, error) {
 	a.mu.Unlock()
 
 	var err error
+	wrote := 0
 	for _, f := range frames {
 		if err = a.ch.Ack(f.tag, f.multiple); err != nil {
 			break
 		}
+		wrote++
 	}
 	if err == nil && then != nil {
 		err = then()
@@ -325,6 +327,11 @@ func (a *acker) writeLocked(all bool, then func() error) (barrier, error) {
 	if err != nil {
 		a.fail(err)
 		w.err = err
+		if wrote > 0 {
+			// The frames written before the failure may have been read:
+			// a multiple ack among them covers waiters of later frames.
+			w.err = fmt.Errorf("%w: %w", broker.ErrAckInDoubt, err)
+		}
 		close(w.done)
 		return barrier{}, err
 	}

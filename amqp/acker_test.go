@@ -196,6 +196,46 @@ func TestAckerAckNowReportsAFailedWrite(t *testing.T) {
 	}
 }
 
+// failingChannel fails every Ack after the first n.
+type failingChannel struct {
+	fakeChannel
+	n   atomic.Int32
+	err error
+}
+
+func (f *failingChannel) Ack(tag uint64, multiple bool) error {
+	if f.n.Add(-1) < 0 {
+		return f.err
+	}
+	return f.fakeChannel.Ack(tag, multiple)
+}
+
+// A write whose first frame went out and a later one failed: the first
+// may have been read (and a multiple ack covers more than its own tag), so
+// every waiter of the write is in doubt, not failed.
+func TestAckerPartWrittenIsInDoubt(t *testing.T) {
+	f := &failingChannel{err: errors.New("connection reset")}
+	f.n.Store(1)
+	a := newAcker(f, func() error { return nil })
+	defer a.close()
+	a.wmu.Lock() // hold the write until both waiters joined it
+	w1, w3 := a.StartAck(1), a.StartAck(3)
+	waitWaiters(t, a, 2)
+	a.wmu.Unlock()
+	for i, w := range []func() error{w1, w3} {
+		if err := w(); !errors.Is(err, broker.ErrAckInDoubt) {
+			t.Fatalf("wait %d = %v, want broker.ErrAckInDoubt", i, err)
+		}
+	}
+	if got, want := f.got(), []string{"ack 1 multiple=true", "close"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("frames = %q, want %q", got, want)
+	}
+	// The channel is dead: nothing later was written, so not in doubt.
+	if err := a.AckNow(4); err == nil || errors.Is(err, broker.ErrAckInDoubt) {
+		t.Fatalf("AckNow after the failure = %v, want a plain error", err)
+	}
+}
+
 // A caller whose ack another writer has sent returns as soon as that write
 // is done: it does not queue for the writer lock, which the next write
 // holds for its whole barrier round trip.

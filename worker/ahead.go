@@ -47,24 +47,13 @@ func (w *Worker) startAck(j *job) {
 func (w *Worker) ackedAhead(j *job) bool {
 	err := j.ackWait()
 	if ackInDoubt(err) {
-		j.doubt = w.doubts.add(j.msg.ID, j)
+		w.doubts.add(doubtKey(j.msg), j)
 	}
 	if _, mine := w.ahead.LoadAndDelete(j); !mine {
 		j.doubt.end(true) // failAckedAhead recorded it
 		return false
 	}
 	return w.ackBeforeStart(j, err)
-}
-
-// ackBeforeRun acknowledges an early-ack job a runner took before its ack
-// was started ahead: started the same way where the transport can (so a
-// lost connection's rememberDoubts sees it too), else with AckNow.
-func (w *Worker) ackBeforeRun(j *job) bool {
-	w.startAck(j)
-	if j.ackWait != nil {
-		return w.ackedAhead(j)
-	}
-	return w.ackBeforeStart(j, broker.AckNow(j.d))
 }
 
 // ackBeforeStart decides on the outcome of an early-ack job's ack (err):
@@ -75,9 +64,7 @@ func (w *Worker) ackBeforeStart(j *job, err error) bool {
 	case err == nil:
 		j.log.Debug().Msg("acked")
 	case ackInDoubt(err):
-		if j.doubt == nil {
-			j.doubt = w.doubts.add(j.msg.ID, j)
-		}
+		w.doubts.add(doubtKey(j.msg), j)
 		j.log.Warn().Err(err).Msgf("Task %s[%s] runs although the connection ended before the broker confirmed its ack (had the broker not taken it, a redelivery to this worker will not run again)", j.msg.Name(), j.msg.ID)
 	default:
 		j.log.Warn().Err(err).Msgf("Task %s[%s] not started: its ack could not be sent (the broker will redeliver the message)", j.msg.Name(), j.msg.ID)

@@ -2,10 +2,12 @@ package worker
 
 import (
 	"errors"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/celeryworker/gocelery/broker"
+	"github.com/celeryworker/gocelery/protocol"
 )
 
 // Acks in doubt. An early-ack task starts only once the broker has
@@ -24,29 +26,38 @@ import (
 // first, at the head of their queues.
 const doubtKeep = 4096
 
-// doubts remembers, per task id, the runs of tasks whose ack is in doubt.
+// doubts remembers, per message (doubtKey), the runs of tasks whose ack
+// is in doubt.
 type doubts struct {
 	mu    sync.Mutex
-	byID  map[string]*runFinish
+	byKey map[string]*runFinish
 	order []*runFinish // oldest first, for the bound
 }
 
-// add returns the record of owner's run of id, made on first call. A
-// record of another copy of the same message stays reachable from it
-// (prev), so a later redelivery still finds the copy that ran.
-func (d *doubts) add(id string, owner *job) *runFinish {
+// doubtKey names a message as its redelivery carries it: the task id and
+// the retry count, since a retry is a new message under the same id (and
+// must run even after its first attempt's record).
+func doubtKey(m *protocol.Message) string {
+	return m.ID + "\x00" + strconv.Itoa(m.Retries)
+}
+
+// add makes the record of owner's run, once (owner.doubt, set under d.mu:
+// rememberDoubts and the runner may both call it, in either order, before
+// or after the run). A record of another copy of the same message stays
+// reachable from it (prev), so a later redelivery still finds the copy
+// that ran.
+func (d *doubts) add(key string, owner *job) *runFinish {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.byID == nil {
-		d.byID = map[string]*runFinish{}
+	if owner.doubt != nil {
+		return owner.doubt
 	}
-	cur := d.byID[id]
-	if cur != nil && cur.owner.Load() == owner {
-		return cur
+	if d.byKey == nil {
+		d.byKey = map[string]*runFinish{}
 	}
-	f := &runFinish{done: make(chan struct{}), id: id, prev: cur}
-	f.owner.Store(owner)
-	d.byID[id] = f
+	f := &runFinish{done: make(chan struct{}), key: key, prev: d.byKey[key]}
+	owner.doubt = f
+	d.byKey[key] = f
 	d.order = append(d.order, f)
 	if len(d.order) > doubtKeep {
 		d.forgetLocked(d.order[0])
@@ -58,9 +69,9 @@ func (d *doubts) add(id string, owner *job) *runFinish {
 
 // forgetLocked drops r, the oldest record, from its id's chain.
 func (d *doubts) forgetLocked(r *runFinish) {
-	f := d.byID[r.id]
+	f := d.byKey[r.key]
 	if f == r {
-		delete(d.byID, r.id)
+		delete(d.byKey, r.key)
 		return
 	}
 	for ; f != nil; f = f.prev {
@@ -71,16 +82,17 @@ func (d *doubts) forgetLocked(r *runFinish) {
 	}
 }
 
-// firstRun is the record of a copy of id other than j that ran, or is
-// about to run, here with its ack in doubt; nil when there is none.
-func (d *doubts) firstRun(id string, j *job) *runFinish {
+// firstRun is the record of the copy of j's message that ran, or is about
+// to run, here with its ack in doubt before j; nil when there is none.
+// Copies are ordered by their records (prev), so two copies in doubt never
+// wait for each other.
+func (d *doubts) firstRun(j *job) *runFinish {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	f := d.byID[id]
-	for f != nil && f.owner.Load() == j {
-		f = f.prev
+	if j.doubt != nil {
+		return j.doubt.prev
 	}
-	return f
+	return d.byKey[doubtKey(j.msg)]
 }
 
 // ackInDoubt reports whether err says the ack may or may not have been
@@ -99,9 +111,12 @@ func (w *Worker) rememberDoubts() {
 			j := k.(*job)
 			if ackInDoubt(j.ackWait()) {
 				w.knownMu.Lock()
-				id := j.id()
+				m, frozen := j.msg, j.frozen
 				w.knownMu.Unlock()
-				w.doubts.add(id, j)
+				if m == nil {
+					m = thaw(frozen)
+				}
+				w.doubts.add(doubtKey(m), j)
 			}
 			return true
 		})

@@ -79,7 +79,7 @@ func (w *Worker) run(j *job) {
 		// Acknowledged before it starts, as Celery does, and only started
 		// once the ack is on the wire: an ack still in a buffer when the
 		// connection drops would let the broker hand the task out again.
-		if !w.ackBeforeRun(j) {
+		if !w.ackBeforeStart(j, broker.AckNow(j.d)) {
 			return
 		}
 	}
@@ -138,12 +138,10 @@ type runFinish struct {
 	stored bool // set before done closes
 	once   sync.Once
 
-	// In doubts only: the task id, the job that runs it (until it ends;
-	// not kept longer, a finished job's memory is not held for this), and
-	// the record of an earlier copy of the same message.
-	id    string
-	owner atomic.Pointer[job]
-	prev  *runFinish
+	// In doubts only: the message's doubtKey and the record of the copy
+	// of the same message before this one.
+	key  string
+	prev *runFinish
 }
 
 // end records the outcome (stored: recorded, or nothing to record) and
@@ -154,7 +152,6 @@ func (f *runFinish) end(stored bool) {
 	}
 	f.once.Do(func() {
 		f.stored = stored
-		f.owner.Store(nil)
 		close(f.done)
 	})
 }
@@ -175,7 +172,7 @@ func (w *Worker) ranHere(j *job) bool {
 	var first *runFinish
 	if f, ok := w.finishing.Load(j.msg.ID); ok {
 		first = f.(*runFinish)
-	} else if first = w.doubts.firstRun(j.msg.ID, j); first == nil {
+	} else if first = w.doubts.firstRun(j); first == nil {
 		return false
 	}
 	select {

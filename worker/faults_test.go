@@ -257,10 +257,7 @@ func TestEarlyAckInDoubt(t *testing.T) {
 			runs := newRunLog()
 			reg := tasks.NewRegistry()
 			reg.MustRegister("t.count", func(ctx context.Context) (string, error) { runs.add(ctx); return "counted", nil })
-			f := newFixture(t, reg, worker.Config{Concurrency: 1})
-			f.b.StartAcks(true)
-			f.b.AckInDoubt(taken)
-			f.start()
+			f := startInDoubt(t, reg, 1, taken)
 			f.publish("A", "t.count")
 			f.result("A", backends.StatusSuccess)
 			// The broker's view: acknowledged once, by the first copy or
@@ -279,4 +276,40 @@ func TestEarlyAckInDoubt(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestEarlyAckInDoubtThenRetry: a task that ran with its ack in doubt
+// retries; the retry is a new message under the same id. When the retry,
+// held for its countdown, is redelivered after a lost connection, it is
+// not taken for a redelivery of the first attempt: it runs.
+func TestEarlyAckInDoubtThenRetry(t *testing.T) {
+	t.Parallel()
+	runs := newRunLog()
+	reg := tasks.NewRegistry()
+	reg.MustRegister("t.flaky", func(ctx context.Context) (string, error) {
+		if req := runs.add(ctx); req.Retries == 0 {
+			return "", tasks.Retry(tasks.Countdown(time.Second))
+		}
+		return "retried", nil
+	})
+	f := startInDoubt(t, reg, 2, true)
+	f.publish("A", "t.flaky")
+	f.result("A", backends.StatusRetry)
+	brokertest.WaitFor(t, patience, func() bool { return f.b.Unacked() == 1 }, "the retry to be held for its countdown")
+	f.b.Drop(nil) // the held retry goes back, redelivered
+	f.result("A", backends.StatusSuccess)
+	if n := runs.count("A"); n != 2 {
+		t.Fatalf("A ran %d times, want twice (first attempt, retry)", n)
+	}
+}
+
+// startInDoubt starts a worker on a broker whose first started ack ends in
+// doubt (brokertest AckInDoubt), taken by the broker or not.
+func startInDoubt(t *testing.T, reg *tasks.Registry, concurrency int, taken bool) *fixture {
+	t.Helper()
+	f := newFixture(t, reg, worker.Config{Concurrency: concurrency})
+	f.b.StartAcks(true)
+	f.b.AckInDoubt(taken)
+	f.start()
+	return f
 }

@@ -49,8 +49,8 @@ type job struct {
 	// worker's, not to be settled again.
 	ackWait func() error
 	acked   bool
-	// doubt, when set, records the run of a job whose ack is in doubt
-	// (doubt.go), for a redelivery of it.
+	// doubt, when set (by doubts.add, under its lock), records the run of
+	// a job whose ack is in doubt (doubt.go), for a redelivery of it.
 	doubt *runFinish
 }
 

@@ -1,0 +1,84 @@
+package worker
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/celeryworker/gocelery/protocol"
+)
+
+func doubtJob(id string, retries int) *job {
+	return &job{msg: &protocol.Message{ID: id, Retries: retries}}
+}
+
+func ended(f *runFinish) bool {
+	select {
+	case <-f.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// TestDoubts pins the records of runs whose ack is in doubt: made once per
+// job whichever of rememberDoubts and the runner comes first (even after
+// the run ended), each copy of a message waits for the other copy and
+// never for itself, a retry (same id, next count) is another message, and
+// the oldest records go first.
+func TestDoubts(t *testing.T) {
+	t.Run("once per job, even after its run", func(t *testing.T) {
+		var d doubts
+		j, again := doubtJob("x", 0), doubtJob("x", 0)
+		r := d.add(doubtKey(j.msg), j) // the runner
+		r.end(true)
+		if d.add(doubtKey(j.msg), j) != r { // rememberDoubts, late
+			t.Fatal("a second record for the same job")
+		}
+		if f := d.firstRun(again); f != r || !ended(f) {
+			t.Fatalf("the redelivery finds %p (ended %v), want the ended %p", f, f != nil && ended(f), r)
+		}
+	})
+	t.Run("two copies in doubt", func(t *testing.T) {
+		var d doubts
+		j1, j2 := doubtJob("x", 0), doubtJob("x", 0)
+		d.add(doubtKey(j1.msg), j1)
+		d.add(doubtKey(j2.msg), j2)
+		r1, r2 := d.add(doubtKey(j1.msg), j1), d.add(doubtKey(j2.msg), j2)
+		if r1 == r2 {
+			t.Fatal("two copies share a record")
+		}
+		if d.firstRun(j1) != nil {
+			t.Fatal("the first copy waits for the one after it")
+		}
+		if d.firstRun(j2) != r1 {
+			t.Fatal("the second copy does not wait for the first")
+		}
+		r1.end(true)
+		if d.firstRun(doubtJob("x", 0)) != r2 {
+			t.Fatal("a third copy does not find the newest")
+		}
+	})
+	t.Run("a retry is another message", func(t *testing.T) {
+		var d doubts
+		j := doubtJob("x", 0)
+		d.add(doubtKey(j.msg), j).end(true)
+		if f := d.firstRun(doubtJob("x", 1)); f != nil {
+			t.Fatal("the retry would be acknowledged without running")
+		}
+	})
+	t.Run("bounded", func(t *testing.T) {
+		var d doubts
+		first := doubtJob("first", 0)
+		d.add(doubtKey(first.msg), first).end(true)
+		for i := range doubtKeep {
+			j := doubtJob(fmt.Sprint(i), 0)
+			d.add(doubtKey(j.msg), j).end(true)
+		}
+		if len(d.byKey) != doubtKeep || d.firstRun(doubtJob("first", 0)) != nil {
+			t.Fatalf("%d records kept, the oldest found: %v", len(d.byKey), d.firstRun(doubtJob("first", 0)) != nil)
+		}
+		if d.firstRun(doubtJob("0", 0)) == nil {
+			t.Fatal("a recent record dropped")
+		}
+	})
+}
