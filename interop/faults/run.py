@@ -6,7 +6,8 @@ Everything runs on servers of the suite's own, started here and stopped at
 the end, so the shared RabbitMQ (5672) and Redis (6379) are never touched:
 a RabbitMQ node (scripts/rabbit-node.sh), a Redis as result backend (the
 one the outages stop) and a Redis that counts executions per task id
-(HINCRBY faults:runs <id>, done by the task itself before it works).
+(HINCRBY faults:runs <id>, done by the task itself before it works), and
+for conn-cut a TCP proxy (CutProxy) between the worker and that node.
 
 Per scenario: N tasks are published to a fresh queue, the worker starts
 (-c 4, prefetch multiplier 4 unless said otherwise), the fault is injected
@@ -31,9 +32,11 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 
@@ -47,6 +50,7 @@ RABBIT_NODE = os.environ.get("FAULT_RABBIT_NODE", "gcfault")
 RABBIT_PORT = int(os.environ.get("FAULT_RABBIT_PORT", "5791"))
 BACKEND_PORT = int(os.environ.get("FAULT_BACKEND_PORT", "6791"))
 COUNT_PORT = int(os.environ.get("FAULT_COUNT_PORT", "6792"))
+PROXY_PORT = int(os.environ.get("FAULT_PROXY_PORT", "5792"))
 SHARED = {5672, 6379}
 BROKER = f"amqp://guest:guest@127.0.0.1:{RABBIT_PORT}//"
 BACKEND = f"redis://127.0.0.1:{BACKEND_PORT}/0"
@@ -106,10 +110,79 @@ def rabbit(cmd, root):
                    stdout=subprocess.DEVNULL)
 
 
+class CutProxy:
+    """A TCP proxy of the suite's own in front of its RabbitMQ node, for
+    the worker of a scenario that cuts the network: mute() stops forwarding
+    what the broker sends (what the worker sends still reaches it), cut()
+    closes every connection open through it. Later connections are
+    forwarded again, so the worker reconnects through it."""
+
+    def __init__(self, port, target):
+        assert port not in SHARED
+        self.port, self.target = port, target
+        self.lock = threading.Lock()
+        self.pairs = []
+        self.sock = socket.create_server(("127.0.0.1", port))
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                b = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                c.close()
+                continue
+            pair = {"socks": (c, b), "mute": False}
+            with self.lock:
+                self.pairs.append(pair)
+            threading.Thread(target=self._pipe, args=(c, b, pair, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(b, c, pair, True), daemon=True).start()
+
+    def _pipe(self, src, dst, pair, from_broker):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if not (from_broker and pair["mute"]):
+                    dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def mute(self):
+        with self.lock:
+            for p in self.pairs:
+                p["mute"] = True
+
+    def cut(self):
+        with self.lock:
+            pairs, self.pairs = self.pairs, []
+        for p in pairs:
+            for s in p["socks"]:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+
+    def close(self):
+        self.sock.close()
+        self.cut()
+
+
 class Worker:
-    def __init__(self, kind, queue, multiplier, logdir, extra=()):
+    def __init__(self, kind, queue, multiplier, logdir, extra=(), broker=BROKER):
         self.kind, self.queue = kind, queue
-        env = dict(os.environ, CELERY_BROKER_URL=BROKER, CELERY_RESULT_BACKEND=BACKEND,
+        env = dict(os.environ, CELERY_BROKER_URL=broker, CELERY_RESULT_BACKEND=BACKEND,
                    FAULT_COUNT_REDIS=COUNTER, FAULT_TASK_MS=os.environ.get("FAULT_TASK_MS", "5"))
         node = f"fault-{kind}-{uuid.uuid4().hex[:6]}@localhost"
         if kind == "go":
@@ -149,13 +222,14 @@ class Worker:
 class Run:
     """One scenario against one worker kind."""
 
-    def __init__(self, suite, kind, name, task, multiplier):
+    def __init__(self, suite, kind, name, task, multiplier, broker=BROKER):
         self.suite, self.kind, self.name, self.task, self.multiplier = suite, kind, name, task, multiplier
         self.queue = f"faults.{name}.{kind}.{uuid.uuid4().hex[:6]}"
+        self.broker = broker
         self.workers = []
 
     def start_worker(self):
-        w = Worker(self.kind, self.queue, self.multiplier, self.suite.logdir)
+        w = Worker(self.kind, self.queue, self.multiplier, self.suite.logdir, broker=self.broker)
         self.workers.append(w)
         return w
 
@@ -167,6 +241,18 @@ class Run:
 # Faults: each gets the run and injects one fault into it.
 def conn_kill(run):
     rabbit("kill-conns", run.suite.root)
+
+
+def conn_cut(run):
+    # The worker's frames (acks and their barriers) still reach the broker,
+    # which processes them; its answers never come back before the cut. An
+    # early-ack task whose ack the broker took must still run.
+    run.suite.proxy.mute()
+    time.sleep(0.3)  # the fault itself
+    run.suite.proxy.cut()
+
+
+conn_cut.via_proxy = True
 
 
 def broker_restart(run):
@@ -198,6 +284,7 @@ def sigterm(run):
 SCENARIOS = [
     ("conn-kill", "faults.count", 4, conn_kill, False),
     ("conn-kill-m64", "faults.count", 64, conn_kill, False),
+    ("conn-cut", "faults.count", 4, conn_cut, False),
     ("broker-restart", "faults.count", 4, broker_restart, False),
     ("redis-5s", "faults.count", 4, redis_outage(5), False),
     ("redis-15s", "faults.count", 4, redis_outage(15), False),
@@ -226,6 +313,7 @@ class Suite:
         self.backend.start()
         self.counter.start()
         rabbit("start", self.root)
+        self.proxy = CutProxy(PROXY_PORT, RABBIT_PORT)
         # No result backend: the suite reads results from Redis itself, and
         # Celery's Redis backend would subscribe to every task id sent.
         self.app = Celery("faults-driver", broker=BROKER)
@@ -233,6 +321,8 @@ class Suite:
         return self
 
     def __exit__(self, *exc):
+        if getattr(self, "proxy", None):
+            self.proxy.close()
         for stop in (lambda: rabbit("stop", self.root), lambda: self.backend.stop(False),
                      lambda: self.counter.stop(False)):
             try:
@@ -268,7 +358,10 @@ class Suite:
 
     def scenario(self, kind, name, task, multiplier, fault, may_repeat):
         self.counter.client.delete(RUNS)
-        run = Run(self, kind, name, task, multiplier)
+        broker = BROKER
+        if getattr(fault, "via_proxy", False):
+            broker = f"amqp://guest:guest@127.0.0.1:{PROXY_PORT}//"
+        run = Run(self, kind, name, task, multiplier, broker=broker)
         ids = self.publish(run)
         started = time.monotonic()
         run.start_worker()
