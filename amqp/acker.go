@@ -80,6 +80,18 @@ type ackWrite struct {
 	leader  bool // one of them writes it unless another writer does first
 	done    chan struct{}
 	err     error
+	// A write that failed part way: err is in doubt for the tags whose
+	// frames went out; unsent lists the others, which get plain.
+	plain  error
+	unsent []uint64
+}
+
+// errFor is the outcome for the waiter of tag, once done is closed.
+func (w *ackWrite) errFor(tag uint64) error {
+	if slices.Contains(w.unsent, tag) {
+		return w.plain
+	}
+	return w.err
 }
 
 func newAckWrite() *ackWrite { return &ackWrite{done: make(chan struct{})} }
@@ -200,7 +212,7 @@ func (a *acker) StartAck(tag uint64) func() error {
 			_ = a.write(false, nil)
 			<-w.done
 		}
-		return w.err
+		return w.errFor(tag)
 	}
 }
 
@@ -328,9 +340,14 @@ func (a *acker) writeLocked(all bool, then func() error) (barrier, error) {
 		a.fail(err)
 		w.err = err
 		if wrote > 0 {
-			// The frames written before the failure may have been read:
-			// a multiple ack among them covers waiters of later frames.
+			// The frames written before the failure may have been read;
+			// those from the failed one on were not (a multiple ack is
+			// always the first frame, so they are single acks).
 			w.err = fmt.Errorf("%w: %w", broker.ErrAckInDoubt, err)
+			w.plain = err
+			for _, f := range frames[wrote:] {
+				w.unsent = append(w.unsent, f.tag)
+			}
 		}
 		close(w.done)
 		return barrier{}, err

@@ -26,6 +26,13 @@ import (
 // first, at the head of their queues.
 const doubtKeep = 4096
 
+// doubtGrace is how long after the next connection a record answers for a
+// redelivery: one comes back as soon as the broker has noticed the old
+// connection is gone (at once when it was closed, within its heartbeat
+// timeout when the network failed). A later message under the same id and
+// retry count (a fixed task_id sent again) must not be taken for one.
+const doubtGrace = 10 * time.Minute
+
 // doubts remembers, per message (doubtKey), the runs of tasks whose ack
 // is in doubt.
 type doubts struct {
@@ -89,10 +96,25 @@ func (d *doubts) forgetLocked(r *runFinish) {
 func (d *doubts) firstRun(j *job) *runFinish {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	f := d.byKey[doubtKey(j.msg)]
 	if j.doubt != nil {
-		return j.doubt.prev
+		f = j.doubt.prev
 	}
-	return d.byKey[doubtKey(j.msg)]
+	if f != nil && f.until != 0 && j.received > f.until {
+		return nil // received too long after the reconnect to be its redelivery
+	}
+	return f
+}
+
+// connected starts the grace of the records made while the worker was
+// disconnected (doubtGrace).
+func (d *doubts) connected(now time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	until := now.Add(doubtGrace).UnixNano()
+	for i := len(d.order) - 1; i >= 0 && d.order[i].until == 0; i-- {
+		d.order[i].until = until
+	}
 }
 
 // ackInDoubt reports whether err says the ack may or may not have been

@@ -3,6 +3,7 @@ package worker
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/celeryworker/gocelery/protocol"
 )
@@ -64,6 +65,27 @@ func TestDoubts(t *testing.T) {
 		d.add(doubtKey(j.msg), j).end(true)
 		if f := d.firstRun(doubtJob("x", 1)); f != nil {
 			t.Fatal("the retry would be acknowledged without running")
+		}
+	})
+	t.Run("answers for redeliveries only in its grace", func(t *testing.T) {
+		var d doubts
+		j := doubtJob("x", 0)
+		r := d.add(doubtKey(j.msg), j)
+		r.end(true)
+		at := time.Unix(1000, 0)
+		d.connected(at)
+		soon, late := doubtJob("x", 0), doubtJob("x", 0)
+		soon.received = at.Add(time.Second).UnixNano()
+		late.received = at.Add(doubtGrace + time.Second).UnixNano()
+		if d.firstRun(soon) != r {
+			t.Fatal("a redelivery right after the reconnect is not recognised")
+		}
+		if d.firstRun(late) != nil {
+			t.Fatal("a message long after the reconnect is taken for a redelivery")
+		}
+		d.connected(at.Add(time.Hour)) // a later reconnect does not renew it
+		if d.firstRun(late) != nil {
+			t.Fatal("the grace was renewed by a later connection")
 		}
 	})
 	t.Run("bounded", func(t *testing.T) {

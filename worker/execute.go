@@ -138,10 +138,13 @@ type runFinish struct {
 	stored bool // set before done closes
 	once   sync.Once
 
-	// In doubts only: the message's doubtKey and the record of the copy
-	// of the same message before this one.
-	key  string
-	prev *runFinish
+	// In doubts only: the message's doubtKey, the record of the copy of
+	// the same message before this one, and the latest reception (unix
+	// nanoseconds) of a redelivery it answers for (0: the worker has not
+	// reconnected since; see doubts.connected).
+	key   string
+	prev  *runFinish
+	until int64
 }
 
 // end records the outcome (stored: recorded, or nothing to record) and
@@ -182,7 +185,11 @@ func (w *Worker) ranHere(j *job) bool {
 		select {
 		case <-first.done:
 		case <-w.baseCtx.Done():
-			return false
+			// A cold shutdown cut the first run off (it has its
+			// WorkerLostError if acknowledged): this copy does not start
+			// either; one not acknowledged goes back to the queue.
+			w.reject(j, true, "cold shutdown while its first run here was not finished")
+			return true
 		}
 	}
 	if !first.stored {

@@ -91,6 +91,7 @@ func (w *Worker) loop() error {
 			continue
 		}
 		backoff = 100 * time.Millisecond
+		w.doubts.connected(time.Now())
 		w.readyOnce.Do(func() {
 			w.log.Info().Str("node", w.nodeName).Strs("queues", w.queueList()).
 				Int("concurrency", w.pool.Size()).Msgf("%s ready.", w.nodeName)

@@ -152,11 +152,20 @@ class CutProxy:
                     dst.sendall(data)
         except OSError:
             pass
+        # One side ended: end the other too; the second pipe to get here
+        # closes both.
+        with self.lock:
+            last = pair.get("ended", False)
+            pair["ended"] = True
+            if last and pair in self.pairs:
+                self.pairs.remove(pair)
         for s in (src, dst):
             try:
                 s.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+            if last:
+                s.close()
 
     def mute(self):
         with self.lock:
@@ -175,6 +184,10 @@ class CutProxy:
                 s.close()
 
     def close(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept
+        except OSError:
+            pass
         self.sock.close()
         self.cut()
 
@@ -305,6 +318,8 @@ class Suite:
         self.counter = RedisServer(COUNT_PORT, self.root, "counter")
 
     def __enter__(self):
+        # First, so a port in use stops the suite before it starts servers.
+        self.proxy = CutProxy(PROXY_PORT, RABBIT_PORT)
         # Leftovers of a run that was killed: they are the suite's own.
         rabbit("stop", self.root)
         for r in (self.backend, self.counter):
@@ -313,7 +328,6 @@ class Suite:
         self.backend.start()
         self.counter.start()
         rabbit("start", self.root)
-        self.proxy = CutProxy(PROXY_PORT, RABBIT_PORT)
         # No result backend: the suite reads results from Redis itself, and
         # Celery's Redis backend would subscribe to every task id sent.
         self.app = Celery("faults-driver", broker=BROKER)
