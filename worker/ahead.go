@@ -86,13 +86,7 @@ func (w *Worker) failAckedAhead(reason string) {
 		if err := j.ackWait(); err != nil && !ackInDoubt(err) {
 			return true // not acknowledged: the broker redelivers it
 		}
-		w.knownMu.Lock()
-		m, frozen := j.msg, j.frozen
-		w.knownMu.Unlock()
-		if m == nil {
-			m = thaw(frozen)
-		}
-		w.storeWorkerLost(m, reason, false)
+		w.storeWorkerLost(w.messageOf(j), reason, false)
 		return true
 	})
 }

@@ -132,13 +132,7 @@ func (w *Worker) rememberDoubts() {
 		w.ahead.Range(func(k, _ any) bool {
 			j := k.(*job)
 			if ackInDoubt(j.ackWait()) {
-				w.knownMu.Lock()
-				m, frozen := j.msg, j.frozen
-				w.knownMu.Unlock()
-				if m == nil {
-					m = thaw(frozen)
-				}
-				w.doubts.add(doubtKey(m), j)
+				w.doubts.add(doubtKey(w.messageOf(j)), j)
 			}
 			return true
 		})

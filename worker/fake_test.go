@@ -571,6 +571,15 @@ func newRunLog() *runLog {
 	return &runLog{runs: map[string]int{}, at: map[string][]time.Time{}, reqs: map[string][]tasks.Request{}}
 }
 
+// countRegistry registers t.count, a task that only counts its runs in the
+// returned log.
+func countRegistry() (*runLog, *tasks.Registry) {
+	runs := newRunLog()
+	reg := tasks.NewRegistry()
+	reg.MustRegister("t.count", func(ctx context.Context) (string, error) { runs.add(ctx); return "counted", nil })
+	return runs, reg
+}
+
 // add records a run of the task running under ctx and returns its request.
 func (l *runLog) add(ctx context.Context) *tasks.Request {
 	req, ok := tasks.RequestFromContext(ctx)

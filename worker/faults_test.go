@@ -18,9 +18,7 @@ import (
 // redelivers it, and it runs once, from the redelivery.
 func TestEarlyAckNotStartedWhenAckFails(t *testing.T) {
 	t.Parallel()
-	runs := newRunLog()
-	reg := tasks.NewRegistry()
-	reg.MustRegister("t.count", func(ctx context.Context) (string, error) { runs.add(ctx); return "counted", nil })
+	runs, reg := countRegistry()
 	f := startWorker(t, reg, worker.Config{Concurrency: 1})
 	f.b.FailAcks(errors.New("write: broken pipe"))
 	f.publish("A", "t.count")
@@ -132,9 +130,7 @@ func TestBackendOutagePausesAndKeepsResults(t *testing.T) {
 }
 
 func backendOutage(t *testing.T, ahead bool) {
-	runs := newRunLog()
-	reg := tasks.NewRegistry()
-	reg.MustRegister("t.count", func(ctx context.Context) (string, error) { runs.add(ctx); return "counted", nil })
+	runs, reg := countRegistry()
 	f := newFixture(t, reg, worker.Config{Concurrency: 2, PrefetchMultiplier: 8})
 	f.b.StartAcks(ahead)
 	f.start()
@@ -229,9 +225,7 @@ func TestAcksLateRedeliveryWaitsForTheFirstRun(t *testing.T) {
 // not answer fill a bounded buffer; then the runners stop taking tasks.
 func TestResultBufferIsBounded(t *testing.T) {
 	t.Parallel()
-	runs := newRunLog()
-	reg := tasks.NewRegistry()
-	reg.MustRegister("t.count", func(ctx context.Context) (string, error) { runs.add(ctx); return "counted", nil })
+	runs, reg := countRegistry()
 	f := startWorker(t, reg, worker.Config{Concurrency: 1, PrefetchMultiplier: -1})
 	f.be.SetDelay(time.Hour) // every write hangs
 	const n, bound = 300, 256
@@ -254,9 +248,7 @@ func TestEarlyAckInDoubt(t *testing.T) {
 	for _, taken := range []bool{true, false} {
 		t.Run(fmt.Sprint("broker took the ack=", taken), func(t *testing.T) {
 			t.Parallel()
-			runs := newRunLog()
-			reg := tasks.NewRegistry()
-			reg.MustRegister("t.count", func(ctx context.Context) (string, error) { runs.add(ctx); return "counted", nil })
+			runs, reg := countRegistry()
 			f := startInDoubt(t, reg, 1, taken)
 			f.publish("A", "t.count")
 			f.result("A", backends.StatusSuccess)

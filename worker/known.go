@@ -67,6 +67,19 @@ func (w *Worker) knownJobs(keep func(*job) bool) []jobView {
 	return out
 }
 
+// messageOf is j's message for a caller that does not have j (a runner
+// may be thawing it meanwhile): read under the lock, a frozen one thawed
+// for the caller alone.
+func (w *Worker) messageOf(j *job) *protocol.Message {
+	w.knownMu.Lock()
+	m, frozen := j.msg, j.frozen
+	w.knownMu.Unlock()
+	if m == nil {
+		m = thaw(frozen)
+	}
+	return m
+}
+
 // id is j's task id; the caller holds w.knownMu or has j.
 func (j *job) id() string {
 	if j.msg != nil {

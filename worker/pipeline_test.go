@@ -320,10 +320,8 @@ func TestBackendFailureRetried(t *testing.T) {
 func TestLostDeliveryNeverStarted(t *testing.T) {
 	t.Parallel()
 	g := newGate()
-	runs := newRunLog()
-	reg := tasks.NewRegistry()
+	runs, reg := countRegistry()
 	reg.MustRegister("t.block", g.handler)
-	reg.MustRegister("t.count", func(ctx context.Context) (string, error) { runs.add(ctx); return "counted", nil })
 	f := startWorker(t, reg, worker.Config{Concurrency: 1})
 	f.publish("A", "t.block")
 	g.waitRunning(t, "A")
