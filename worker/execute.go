@@ -66,6 +66,7 @@ type outcome struct {
 	panicked  bool
 	stack     string
 	hardLimit time.Duration // > 0: the hard time limit fired
+	cut       bool          // not started: a cold stop settled it (settleCutOff)
 }
 
 // run executes the task in its slot and records the result, acknowledging
@@ -274,6 +275,7 @@ type activeTask struct {
 	cancel     context.CancelCauseFunc
 	terminated chan struct{}
 	once       sync.Once
+	cutOnce    sync.Once // settleCutOff
 }
 
 // terminate cancels the running task id with tasks.ErrTerminated and stops
@@ -303,6 +305,13 @@ func (w *Worker) execute(j *job, req *tasks.Request) outcome {
 		rejectLost: w.rejectOnWorkerLost(j.task), d: j.d,
 		info: j.d.Info(), cancel: cancel, terminated: make(chan struct{})}
 	w.active.Store(j.msg.ID, a) // deleted by run once the outcome is recorded
+	if c := w.cutOff.Load(); c != nil {
+		// A cold stop came between the ack and now, after or while
+		// failAcknowledged looked for running tasks: settled as it would
+		// have settled it, and not started under a cancelled context.
+		w.settleCutOff(a, c, false)
+		return outcome{cut: true}
+	}
 	if soft > 0 {
 		t := time.AfterFunc(soft, func() { cancel(tasks.ErrSoftTimeLimitExceeded) })
 		defer t.Stop()
@@ -356,6 +365,10 @@ func (w *Worker) abandon(done <-chan outcome) {
 // record stores the outcome and logs it as Celery does.
 func (w *Worker) record(j *job, out outcome, ignore bool, finished func(stored bool)) {
 	m := j.msg
+	if out.cut {
+		<-w.resultSlots
+		return
+	}
 	if out.err != nil && w.baseCtx.Err() != nil {
 		// Cut off by a cold shutdown (its context was cancelled):
 		// failAcknowledged has stored WorkerLostError for an acknowledged

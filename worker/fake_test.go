@@ -55,8 +55,9 @@ type memBackend struct {
 	failAll  error                     // fail every write while set
 	failed   int                       // writes failed on purpose
 	chords   map[string]*memChord
-	cleaned  []string      // chord ids cleaned up
-	delay    time.Duration // each Store takes this long (a slow Redis)
+	cleaned  []string                                      // chord ids cleaned up
+	delay    time.Duration                                 // each Store takes this long (a slow Redis)
+	gate     func(ctx context.Context, r *backends.Result) // called as each Store begins
 }
 
 type memChord struct {
@@ -107,10 +108,20 @@ func (m *memBackend) SetDelay(d time.Duration) {
 	m.delay = d
 }
 
+// SetGate makes each Store call g first (g may block until ctx ends).
+func (m *memBackend) SetGate(g func(ctx context.Context, r *backends.Result)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.gate = g
+}
+
 func (m *memBackend) Store(ctx context.Context, r *backends.Result) error {
 	m.mu.Lock()
-	delay := m.delay
+	delay, gate := m.delay, m.gate
 	m.mu.Unlock()
+	if gate != nil {
+		gate(ctx, r)
+	}
 	if delay > 0 {
 		select {
 		case <-time.After(delay):

@@ -667,3 +667,73 @@ func TestRunTwice(t *testing.T) {
 	f.publish("a", "t.ok")
 	f.result("a", backends.StatusSuccess)
 }
+
+// TestStopBetweenAckAndStart: a cold stop (Close, or the shutdown timeout)
+// that comes after a task's ack and before the task is listed as running
+// still leaves the acknowledged task a WorkerLostError result, and the
+// task does not start after the stop. The window is held open by the
+// STARTED write (track_started), which the backend blocks until the stop
+// cancels it.
+func TestStopBetweenAckAndStart(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		ahead   bool // the transport can start acks (the job is acknowledged ahead)
+		timeout bool // stopped by the shutdown timeout rather than Close
+	}{
+		{"acks early, Close", false, false},
+		{"acked ahead, Close", true, false},
+		{"acks early, shutdown timeout", false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			runs := make(chan string, 4)
+			reg := tasks.NewRegistry()
+			reg.MustRegister("t.coop", func(ctx context.Context) (string, error) {
+				runs <- "ran"
+				return "", ctx.Err() // a task that returns when its context ends
+			}, tasks.TrackStarted())
+			f := newFixture(t, reg, worker.Config{})
+			f.b.StartAcks(tc.ahead)
+			inStarted := make(chan struct{}, 1)
+			f.be.SetGate(func(ctx context.Context, r *backends.Result) {
+				if r.Status == backends.StatusStarted {
+					inStarted <- struct{}{}
+					<-ctx.Done() // held until the stop cuts the write off
+				}
+			})
+			f.start()
+			f.publish("A", "t.coop")
+			select {
+			case <-inStarted:
+			case <-time.After(patience):
+				t.Fatal("the STARTED write did not begin")
+			}
+			f.waitAcked("A")
+			if tc.timeout {
+				ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+				defer cancel()
+				if err := f.w.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+					t.Fatalf("Shutdown = %v, want the deadline", err)
+				}
+			} else if err := f.w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.waitRun(patience); err != nil {
+				t.Fatal(err)
+			}
+			doc := f.result("A", backends.StatusFailure)
+			if typ, msg := exc(doc); typ != "WorkerLostError" {
+				t.Fatalf("stored %s(%q)", typ, msg)
+			}
+			select {
+			case <-runs:
+				t.Fatal("the task started after the worker stopped")
+			default:
+			}
+			if h := f.be.History("A"); !slices.Equal(h, []string{backends.StatusFailure}) {
+				t.Fatalf("stored %v", h)
+			}
+		})
+	}
+}

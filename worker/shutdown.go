@@ -115,20 +115,43 @@ func (w *Worker) requeueQueued() {
 // without reject_on_worker_lost: they fail like acknowledged ones and their
 // message is acknowledged, as Celery does for a task whose process was
 // lost while the worker lives on.
+//
+// A runner between a task's ack and its entry in w.active is not in the
+// lists failAcknowledged reads: cutOff, set first, makes that runner
+// settle the task itself (execute) instead of starting it.
 func (w *Worker) failAcknowledged(reason string, timeout bool) {
+	c := &cutOff{reason: reason, timeout: timeout}
+	if !w.cutOff.CompareAndSwap(nil, c) {
+		c = w.cutOff.Load() // the first stop's terms stand
+	}
 	w.failAckedAhead(reason)
 	w.active.Range(func(_, v any) bool {
-		a := v.(*activeTask)
-		if a.acksLate && (!timeout || a.rejectLost) {
-			return true
+		w.settleCutOff(v.(*activeTask), c, true)
+		return true
+	})
+}
+
+// cutOff is the cold stop failAcknowledged handles.
+type cutOff struct {
+	reason  string
+	timeout bool
+}
+
+// settleCutOff settles a task cut off by c, once: acks_late ones are left
+// to the broker (which redelivers them), except those cut off by the
+// shutdown timeout without reject_on_worker_lost; the others get
+// WorkerLostError (and an acks_late one its ack).
+func (w *Worker) settleCutOff(a *activeTask, c *cutOff, running bool) {
+	a.cutOnce.Do(func() {
+		if a.acksLate && (!c.timeout || a.rejectLost) {
+			return
 		}
-		w.storeWorkerLost(a.msg, reason, true)
+		w.storeWorkerLost(a.msg, c.reason, running)
 		if a.acksLate {
 			if err := broker.AckNow(a.d); err != nil {
 				w.log.Warn().Err(err).Str("task", a.msg.Name()).Str("id", a.msg.ID).Msg("ack failed (the broker will redeliver the message)")
 			}
 		}
-		return true
 	})
 }
 

@@ -142,6 +142,8 @@ type Worker struct {
 	knownMu   sync.Mutex
 	knownHead *job
 	active    sync.Map // task id -> *activeTask
+	// cutOff is set by the first cold stop (failAcknowledged).
+	cutOff atomic.Pointer[cutOff]
 	// succeeded holds ids of SkipSucceeded tasks whose SUCCESS is being
 	// written, for alreadySucceeded.
 	succeeded sync.Map
