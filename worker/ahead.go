@@ -35,8 +35,10 @@ func (w *Worker) startAck(j *job) {
 		return
 	}
 	if s, ok := j.d.(broker.AckStarter); ok {
+		w.aheadMu.RLock()
 		j.ackWait = s.StartAck()
 		w.ahead.Store(j, struct{}{})
+		w.aheadMu.RUnlock()
 	}
 }
 

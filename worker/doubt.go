@@ -129,6 +129,11 @@ func (w *Worker) rememberDoubts() {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		// An ack started just before the loss may not be in ahead yet:
+		// wait for those in progress (later ones fail: the connection is
+		// already known lost).
+		w.aheadMu.Lock()
+		w.aheadMu.Unlock()
 		w.ahead.Range(func(k, _ any) bool {
 			j := k.(*job)
 			if ackInDoubt(j.ackWait()) {

@@ -5,7 +5,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/celeryworker/gocelery/broker"
+	"github.com/celeryworker/gocelery/broker/brokertest"
 	"github.com/celeryworker/gocelery/protocol"
+	"github.com/celeryworker/gocelery/tasks"
 )
 
 func doubtJob(id string, retries int) *job {
@@ -103,4 +106,41 @@ func TestDoubts(t *testing.T) {
 			t.Fatal("a recent record dropped")
 		}
 	})
+}
+
+// heldStart is a delivery whose StartAck ends in doubt and returns only
+// once released: the goroutine that started it is paused between the ack
+// and the job's entry in w.ahead.
+type heldStart struct {
+	broker.Delivery  // only StartAck is called
+	entered, release chan struct{}
+}
+
+func (d *heldStart) StartAck() func() error {
+	close(d.entered)
+	<-d.release
+	return func() error { return fmt.Errorf("held: %w", broker.ErrAckInDoubt) }
+}
+
+// TestRememberDoubtsWaitsForStartingAcks: a connection lost while a runner
+// is between starting an ack and listing its job in w.ahead still gets
+// that job remembered as in doubt before the worker consumes again (else
+// its redelivery could run beside it).
+func TestRememberDoubtsWaitsForStartingAcks(t *testing.T) {
+	w, err := New(Config{Broker: brokertest.New(), Registry: tasks.NewRegistry(), Queues: []string{"q"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &heldStart{entered: make(chan struct{}), release: make(chan struct{})}
+	j := &job{d: d, task: &tasks.Task{Name: "t"}, msg: &protocol.Message{ID: "A", Task: "t"}}
+	started := make(chan struct{})
+	go func() { w.startAck(j); close(started) }()
+	<-d.entered
+	// The serve loop sees the loss now; the runner resumes a moment later.
+	time.AfterFunc(20*time.Millisecond, func() { close(d.release) })
+	w.rememberDoubts()
+	<-started
+	if w.doubts.firstRun(doubtJob("A", 0)) == nil {
+		t.Fatal("the ack started as the connection was lost is not remembered as in doubt")
+	}
 }

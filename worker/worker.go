@@ -127,7 +127,11 @@ type Worker struct {
 	waiting *readyQueue // jobs waiting for a runner
 	// ahead lists the jobs whose ack was started before their run
 	// (ahead.go) and that have not started.
-	ahead   sync.Map // *job -> struct{}
+	ahead sync.Map // *job -> struct{}
+	// aheadMu is read-held from the start of an ack to its job's entry in
+	// ahead; rememberDoubts write-locks it once, so no ack started on the
+	// lost connection is missing from ahead when it looks.
+	aheadMu sync.RWMutex
 	pool    *pool
 	events  *events
 	eta     *etaScheduler
