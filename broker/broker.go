@@ -193,6 +193,9 @@ func AckNow(d Delivery) error {
 // that reports what AckNow would have. The worker starts the ack of the
 // next few early-ack tasks while the current ones run, so the broker's
 // round trip overlaps their work instead of preceding each start.
+// StartAck must not block (the worker calls it under its own locks); an
+// ack started on a connection already known lost fails plainly, not in
+// doubt (broker.ErrAckInDoubt).
 type AckStarter interface {
 	StartAck() (wait func() error)
 }

@@ -123,15 +123,19 @@ func ackInDoubt(err error) bool { return errors.Is(err, broker.ErrAckInDoubt) }
 
 // rememberDoubts runs once a connection is lost, before the worker
 // consumes again: it waits for the acks started ahead on it (they end
-// with the connection) and remembers those in doubt, so a redelivery can
-// never reach a runner before the worker knows its first copy runs here.
+// with the connection) and remembers those in doubt, so the redelivery of
+// a job acknowledged ahead cannot reach a runner before the worker knows
+// its first copy runs here. (A job acknowledged by its runner with AckNow,
+// not ahead, is remembered only when that runner sees the outcome: a
+// narrower window, left open.)
 func (w *Worker) rememberDoubts() {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		// An ack started just before the loss may not be in ahead yet:
-		// wait for those in progress (later ones fail: the connection is
-		// already known lost).
+		// wait for those in progress. Later ones fail plainly, not in
+		// doubt: the transport knows the connection lost by now
+		// (broker.AckStarter).
 		w.aheadMu.Lock()
 		w.aheadMu.Unlock()
 		w.ahead.Range(func(k, _ any) bool {

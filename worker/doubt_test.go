@@ -136,9 +136,24 @@ func TestRememberDoubtsWaitsForStartingAcks(t *testing.T) {
 	started := make(chan struct{})
 	go func() { w.startAck(j); close(started) }()
 	<-d.entered
-	// The serve loop sees the loss now; the runner resumes a moment later.
-	time.AfterFunc(20*time.Millisecond, func() { close(d.release) })
-	w.rememberDoubts()
+	// The serve loop sees the loss now; the runner resumes only once
+	// rememberDoubts is under way (waiting for the lock, with the fix; long
+	// done with the ranging, without it).
+	remembered := make(chan struct{})
+	go func() { w.rememberDoubts(); close(remembered) }()
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		select {
+		case <-remembered:
+		default:
+			if w.aheadMu.TryRLock() {
+				w.aheadMu.RUnlock()
+				continue // no writer waiting yet
+			}
+		}
+		break
+	}
+	close(d.release)
+	<-remembered
 	<-started
 	if w.doubts.firstRun(doubtJob("A", 0)) == nil {
 		t.Fatal("the ack started as the connection was lost is not remembered as in doubt")

@@ -24,6 +24,8 @@ import (
 // of a stored success.
 func (w *Worker) runJob(j *job) {
 	defer w.finish(j)
+	w.enterUnlisted(j)
+	defer w.leaveUnlisted(j)
 	w.thaw(j)
 	if j.ackWait != nil {
 		// Acknowledged ahead: the worker's own now, whatever happens to
@@ -66,7 +68,7 @@ type outcome struct {
 	panicked  bool
 	stack     string
 	hardLimit time.Duration // > 0: the hard time limit fired
-	cut       bool          // not started: a cold stop settled it (settleCutOff)
+	cut       bool          // not started: a cold stop came first (settleCutOff)
 }
 
 // run executes the task in its slot and records the result, acknowledging
@@ -109,6 +111,9 @@ func (w *Worker) run(j *job) {
 		w.finishing.Store(j.msg.ID, fin)
 	}
 	out := w.execute(j, req)
+	if out.cut {
+		return // settled by settleCutOff; nothing to record
+	}
 	// A slot in the bounded buffer of results on their way to the backend:
 	// while it is full (the backend is slow, or down and not yet known to
 	// be), the runner waits here with its outcome instead of taking more.
@@ -264,7 +269,8 @@ func (w *Worker) limits(j *job) (hard, soft time.Duration) {
 	return hard, soft
 }
 
-// activeTask is a task running in a slot, for terminate and inspect.
+// activeTask is a task in a runner, for terminate, inspect and a cold
+// stop: running, or about to start (started unset).
 type activeTask struct {
 	msg        *protocol.Message
 	start      time.Time
@@ -275,7 +281,8 @@ type activeTask struct {
 	cancel     context.CancelCauseFunc
 	terminated chan struct{}
 	once       sync.Once
-	cutOnce    sync.Once // settleCutOff
+	cutOnce    sync.Once   // settleCutOff
+	started    atomic.Bool // past the cold-stop check: the task runs
 }
 
 // terminate cancels the running task id with tasks.ErrTerminated and stops
@@ -307,11 +314,14 @@ func (w *Worker) execute(j *job, req *tasks.Request) outcome {
 	w.active.Store(j.msg.ID, a) // deleted by run once the outcome is recorded
 	if c := w.cutOff.Load(); c != nil {
 		// A cold stop came between the ack and now, after or while
-		// failAcknowledged looked for running tasks: settled as it would
-		// have settled it, and not started under a cancelled context.
+		// failAcknowledged looked for running tasks: not started under a
+		// cancelled context; an acknowledged task gets its
+		// WorkerLostError, an acks_late one is left to the broker.
 		w.settleCutOff(a, c, false)
-		return outcome{cut: true}
+		return outcome{cut: true} // runJob leaves w.unlisted once settled
 	}
+	a.started.Store(true)
+	w.leaveUnlisted(j) // listed in w.active from here on
 	if soft > 0 {
 		t := time.AfterFunc(soft, func() { cancel(tasks.ErrSoftTimeLimitExceeded) })
 		defer t.Stop()
@@ -365,10 +375,6 @@ func (w *Worker) abandon(done <-chan outcome) {
 // record stores the outcome and logs it as Celery does.
 func (w *Worker) record(j *job, out outcome, ignore bool, finished func(stored bool)) {
 	m := j.msg
-	if out.cut {
-		<-w.resultSlots
-		return
-	}
 	if out.err != nil && w.baseCtx.Err() != nil {
 		// Cut off by a cold shutdown (its context was cancelled):
 		// failAcknowledged has stored WorkerLostError for an acknowledged

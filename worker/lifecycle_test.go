@@ -670,29 +670,37 @@ func TestRunTwice(t *testing.T) {
 
 // TestStopBetweenAckAndStart: a cold stop (Close, or the shutdown timeout)
 // that comes after a task's ack and before the task is listed as running
-// still leaves the acknowledged task a WorkerLostError result, and the
-// task does not start after the stop. The window is held open by the
-// STARTED write (track_started), which the backend blocks until the stop
-// cancels it.
+// still leaves the acknowledged task a WorkerLostError result, written
+// before the stop returns (the CLI exits then), and the task does not
+// start after the stop. An acks_late task there is not acknowledged and is
+// left to the broker. The window is held open by the STARTED write
+// (track_started), which the backend blocks until the stop cancels it.
 func TestStopBetweenAckAndStart(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name    string
 		ahead   bool // the transport can start acks (the job is acknowledged ahead)
 		timeout bool // stopped by the shutdown timeout rather than Close
+		late    bool // acks_late
 	}{
-		{"acks early, Close", false, false},
-		{"acked ahead, Close", true, false},
-		{"acks early, shutdown timeout", false, true},
+		{"acks early, Close", false, false, false},
+		{"acked ahead, Close", true, false, false},
+		{"acks early, shutdown timeout", false, true, false},
+		{"acks late, Close", false, false, true},
+		{"acks late, shutdown timeout", false, true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			runs := make(chan string, 4)
 			reg := tasks.NewRegistry()
+			opts := []tasks.Option{tasks.TrackStarted()}
+			if tc.late {
+				opts = append(opts, tasks.AcksLate())
+			}
 			reg.MustRegister("t.coop", func(ctx context.Context) (string, error) {
 				runs <- "ran"
 				return "", ctx.Err() // a task that returns when its context ends
-			}, tasks.TrackStarted())
+			}, opts...)
 			f := newFixture(t, reg, worker.Config{})
 			f.b.StartAcks(tc.ahead)
 			inStarted := make(chan struct{}, 1)
@@ -709,7 +717,9 @@ func TestStopBetweenAckAndStart(t *testing.T) {
 			case <-time.After(patience):
 				t.Fatal("the STARTED write did not begin")
 			}
-			f.waitAcked("A")
+			if !tc.late {
+				f.waitAcked("A")
+			}
 			if tc.timeout {
 				ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 				defer cancel()
@@ -719,17 +729,26 @@ func TestStopBetweenAckAndStart(t *testing.T) {
 			} else if err := f.w.Close(); err != nil {
 				t.Fatal(err)
 			}
+			h := f.be.History("A") // as the stop returns
 			if err := f.waitRun(patience); err != nil {
 				t.Fatal(err)
-			}
-			doc := f.result("A", backends.StatusFailure)
-			if typ, msg := exc(doc); typ != "WorkerLostError" {
-				t.Fatalf("stored %s(%q)", typ, msg)
 			}
 			select {
 			case <-runs:
 				t.Fatal("the task started after the worker stopped")
 			default:
+			}
+			if tc.late {
+				if len(h) != 0 || slices.Contains(f.b.Acked(), "A") || f.b.Len(testQueue) != 1 {
+					t.Fatalf("acks_late: stored %v, acked %v, queue %d; want it back in the queue, untouched", h, f.b.Acked(), f.b.Len(testQueue))
+				}
+				return
+			}
+			if !slices.Equal(h, []string{backends.StatusFailure}) {
+				t.Fatalf("stored %v when the stop returned, want [FAILURE]", h)
+			}
+			if typ, msg := exc(f.be.Doc("A")); typ != "WorkerLostError" {
+				t.Fatalf("stored %s(%q)", typ, msg)
 			}
 			if h := f.be.History("A"); !slices.Equal(h, []string{backends.StatusFailure}) {
 				t.Fatalf("stored %v", h)

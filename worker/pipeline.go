@@ -52,6 +52,8 @@ type job struct {
 	// doubt, when set (by doubts.add, under its lock), records the run of
 	// a job whose ack is in doubt (doubt.go), for a redelivery of it.
 	doubt *runFinish
+	// unlisted: counted in w.unlisted (enterUnlisted); its runner's only.
+	unlisted bool
 }
 
 // accept takes one delivery from the serve loop: it decodes it, settles

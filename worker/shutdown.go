@@ -58,6 +58,7 @@ func (w *Worker) Shutdown(ctx context.Context) error {
 		// must not slip out of the active list unrecorded.
 		w.failAcknowledged("shutdown timeout", true)
 		w.cancelBase(ErrColdShutdown)
+		w.waitUnlisted(unlistedWait)
 	}
 	w.finalize()
 	return err
@@ -72,9 +73,14 @@ func (w *Worker) Close() error {
 	w.markStopping()
 	w.failAcknowledged("cold shutdown", false)
 	w.cancelBase(ErrColdShutdown)
+	w.waitUnlisted(unlistedWait)
 	w.finalize()
 	return nil
 }
+
+// unlistedWait bounds a cold stop's wait for runners settling tasks it
+// could not list: a WorkerLostError write takes at most 2 s.
+const unlistedWait = 3 * time.Second
 
 // finalize says goodbye to monitors and closes the connection, once.
 func (w *Worker) finalize() {
@@ -126,9 +132,34 @@ func (w *Worker) failAcknowledged(reason string, timeout bool) {
 	}
 	w.failAckedAhead(reason)
 	w.active.Range(func(_, v any) bool {
-		w.settleCutOff(v.(*activeTask), c, true)
+		a := v.(*activeTask)
+		w.settleCutOff(a, c, a.started.Load())
 		return true
 	})
+}
+
+// enterUnlisted and leaveUnlisted count the runners between taking a job
+// and execute's check of cutOff, where a cold stop cannot list the task
+// (failAcknowledged) and the runner settles it itself; waitUnlisted lets
+// a cold stop wait for those settlements before the connection closes and
+// the process may exit. Only j's runner calls them.
+func (w *Worker) enterUnlisted(j *job) {
+	j.unlisted = true
+	w.unlisted.Add(1)
+}
+
+func (w *Worker) leaveUnlisted(j *job) {
+	if j.unlisted {
+		j.unlisted = false
+		w.unlisted.Add(-1)
+	}
+}
+
+func (w *Worker) waitUnlisted(within time.Duration) {
+	deadline := time.Now().Add(within)
+	for w.unlisted.Load() > 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // cutOff is the cold stop failAcknowledged handles.
@@ -137,13 +168,15 @@ type cutOff struct {
 	timeout bool
 }
 
-// settleCutOff settles a task cut off by c, once: acks_late ones are left
-// to the broker (which redelivers them), except those cut off by the
-// shutdown timeout without reject_on_worker_lost; the others get
-// WorkerLostError (and an acks_late one its ack).
+// settleCutOff settles a task cut off by c, once. running: the task
+// started (it is past execute's check of cutOff), else it never will.
+// acks_late ones are left to the broker (which redelivers them), except
+// running ones cut off by the shutdown timeout without
+// reject_on_worker_lost; the others get WorkerLostError (and an acks_late
+// one its ack).
 func (w *Worker) settleCutOff(a *activeTask, c *cutOff, running bool) {
 	a.cutOnce.Do(func() {
-		if a.acksLate && (!c.timeout || a.rejectLost) {
+		if a.acksLate && (!c.timeout || a.rejectLost || !running) {
 			return
 		}
 		w.storeWorkerLost(a.msg, c.reason, running)

@@ -148,6 +148,9 @@ type Worker struct {
 	active    sync.Map // task id -> *activeTask
 	// cutOff is set by the first cold stop (failAcknowledged).
 	cutOff atomic.Pointer[cutOff]
+	// unlisted counts runners whose job a cold stop cannot list yet
+	// (enterUnlisted).
+	unlisted atomic.Int64
 	// succeeded holds ids of SkipSucceeded tasks whose SUCCESS is being
 	// written, for alreadySucceeded.
 	succeeded sync.Map
