@@ -141,17 +141,18 @@ func TestRememberDoubtsWaitsForStartingAcks(t *testing.T) {
 	// done with the ranging, without it).
 	remembered := make(chan struct{})
 	go func() { w.rememberDoubts(); close(remembered) }()
-	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+	brokertest.WaitFor(t, 5*time.Second, func() bool {
 		select {
 		case <-remembered:
+			return true
 		default:
-			if w.aheadMu.TryRLock() {
-				w.aheadMu.RUnlock()
-				continue // no writer waiting yet
-			}
 		}
-		break
-	}
+		if w.aheadMu.TryRLock() { // no writer waiting yet
+			w.aheadMu.RUnlock()
+			return false
+		}
+		return true
+	}, "rememberDoubts to end or to wait for the lock")
 	close(d.release)
 	<-remembered
 	<-started

@@ -160,12 +160,7 @@ class CutProxy:
             if last and pair in self.pairs:
                 self.pairs.remove(pair)
         for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            if last:
-                s.close()
+            _shut(s, close=last)
 
     def mute(self):
         with self.lock:
@@ -177,19 +172,21 @@ class CutProxy:
             pairs, self.pairs = self.pairs, []
         for p in pairs:
             for s in p["socks"]:
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                s.close()
+                _shut(s)
 
     def close(self):
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept
-        except OSError:
-            pass
-        self.sock.close()
+        _shut(self.sock)  # the shutdown wakes the accept
         self.cut()
+
+
+def _shut(s, close=True):
+    """Shuts both directions of s (it may be closed already), then closes it."""
+    try:
+        s.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    if close:
+        s.close()
 
 
 class Worker:
