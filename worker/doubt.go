@@ -125,9 +125,11 @@ func ackInDoubt(err error) bool { return errors.Is(err, broker.ErrAckInDoubt) }
 // consumes again: it waits for the acks started ahead on it (they end
 // with the connection) and remembers those in doubt, so the redelivery of
 // a job acknowledged ahead cannot reach a runner before the worker knows
-// its first copy runs here. (A job acknowledged by its runner with AckNow,
-// not ahead, is remembered only when that runner sees the outcome: a
-// narrower window, left open.)
+// its first copy runs here. On a transport that can start acks (AMQP)
+// every early ack is started this way, the runner's own included
+// (pool.runner); a job acknowledged with AckNow instead would be
+// remembered only once its runner sees the outcome, but the transports
+// that lack StartAck (Redis) never report an ack in doubt.
 func (w *Worker) rememberDoubts() {
 	done := make(chan struct{})
 	go func() {
